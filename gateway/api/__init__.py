@@ -1,0 +1,1 @@
+"""HTTP surface: one sub-package per endpoint family."""

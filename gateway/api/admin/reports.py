@@ -1,0 +1,161 @@
+"""Admin API: cost reports (JSON or CSV) and the FOCUS export. Admin key only."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.api.admin.routes import require_admin
+from gateway.errors import GatewayError, invalid_request
+from gateway.ledger.focus import COLUMNS, focus_rows
+from gateway.ledger.pricing import micros_to_usd
+from gateway.ledger.report import DIMENSIONS, ReportError, cost_report, key_spend
+
+router = APIRouter(prefix="/admin/reports", dependencies=[Depends(require_admin)], tags=["admin: reports"])
+
+
+def _prices(request: Request) -> dict:
+    return {name: t.current_price() for name, t in request.app.state.pipeline.upstreams.targets.items()}
+
+
+def _providers(request: Request) -> dict[str, str]:
+    return {d.name: d.provider for d in request.app.state.settings.deployments}
+
+
+def _bad(exc: ReportError) -> GatewayError:
+    return invalid_request(str(exc), param=exc.param, code="invalid_report")
+
+
+@router.get("/cost", summary="Cost per query: actual vs baseline, savings by source, tokens, latency")
+async def cost(
+    request: Request,
+    group_by: str = Query("deployment", description=f"Comma-separated: {', '.join(DIMENSIONS)}."),
+    since: datetime | None = Query(None, description="Start (inclusive), ISO 8601; naive means UTC."),
+    until: datetime | None = Query(None, description="End (exclusive), ISO 8601; naive means UTC."),
+    format: Literal["json", "csv"] = "json",
+    team: str | None = None,
+    project: str | None = None,
+    policy: str | None = None,
+    tier: str | None = None,
+    deployment: str | None = None,
+) -> Response:
+    filters = {
+        name: value
+        for name, value in (
+            ("team", team),
+            ("project", project),
+            ("policy", policy),
+            ("tier", tier),
+            ("deployment", deployment),
+        )
+        if value is not None
+    }
+    try:
+        report = await cost_report(
+            request.app.state.engine, group_by, since, until, _prices(request), filters
+        )
+    except ReportError as exc:
+        raise _bad(exc) from None
+    if format == "json":
+        return Response(orjson.dumps(report.to_dict()), media_type="application/json")
+    out = io.StringIO()
+    rows = report.flat_rows()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="tiergate-cost-report.csv"'},
+    )
+
+
+@router.get("/key-spend", summary="Today's and this month's spend (UTC) of each budgeted key")
+async def budgeted_key_spend(request: Request) -> dict:
+    keys = [
+        k
+        for k in await request.app.state.keys.list()
+        if k.budget_daily_micros is not None or k.budget_monthly_micros is not None
+    ]
+    spend = await key_spend(request.app.state.engine, [k.id for k in keys])
+    data = []
+    for k in keys:
+        day, month = spend.get(k.id, (0, 0))
+        data.append(
+            {
+                "id": k.id,
+                "team": k.team,
+                "project": k.project,
+                "spend_today_usd": micros_to_usd(day),
+                "spend_month_usd": micros_to_usd(month),
+                "budget_daily_usd": None
+                if k.budget_daily_micros is None
+                else micros_to_usd(k.budget_daily_micros),
+                "budget_monthly_usd": None
+                if k.budget_monthly_micros is None
+                else micros_to_usd(k.budget_monthly_micros),
+                "daily_used_pct": _used(day, k.budget_daily_micros),
+                "monthly_used_pct": _used(month, k.budget_monthly_micros),
+            }
+        )
+    return {"data": data}
+
+
+def _used(spent: int, budget: int | None) -> str | None:
+    if budget is None:
+        return None
+    if budget == 0:
+        return "100.00" if spent else "0.00"
+    return f"{Decimal(100 * spent) / Decimal(budget):.2f}"
+
+
+@router.get("/focus", summary="FOCUS 1.2-compatible cost and usage CSV (streamed)")
+async def focus(
+    request: Request,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    granularity: Literal["request", "hour", "day"] = "day",
+    billing_account: str = Query("tiergate", max_length=128),
+) -> Response:
+    rows = focus_rows(
+        request.app.state.engine,
+        since,
+        until,
+        _prices(request),
+        granularity,
+        _providers(request),
+        billing_account,
+    )
+    try:
+        first = await anext(rows, None)  # validation errors surface before the response starts
+    except ReportError as exc:
+        raise _bad(exc) from None
+
+    async def body() -> AsyncIterator[str]:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        if first is not None:
+            writer.writerow(first)
+            async for record in rows:
+                writer.writerow(record)
+                if out.tell() > 64 * 1024:
+                    yield out.getvalue()
+                    out.seek(0)
+                    out.truncate()
+        yield out.getvalue()
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="tiergate-focus-{granularity}.csv"'},
+    )

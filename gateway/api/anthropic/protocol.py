@@ -1,0 +1,78 @@
+"""Anthropic Messages API: the request schema and errors in Anthropic's shape.
+
+Like the OpenAI schemas, they check what the gateway relies on and the types clients commonly get
+wrong; other fields pass through (`extra="allow"`) so new API parameters work without a release.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from gateway.errors import GatewayError
+
+#: Anthropic's error `type` for each HTTP status (https://docs.anthropic.com/en/api/errors).
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Message(_Open):
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class Tool(_Open):
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None  # absent on server tools (`type: web_search_...`)
+
+
+class MessagesRequest(_Open):
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: int = Field(ge=1)
+    messages: list[Message] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    stream: bool | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    stop_sequences: list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(error_body(status, message)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def from_gateway_error(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    return error_response(error.status, error.message, {**error.headers, **(headers or {})})

@@ -1,0 +1,52 @@
+"""Reading and validating JSON request bodies: size limit first, then syntax, then schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from gateway.errors import GatewayError, invalid_request, too_large
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past `limit` bytes (checked before and while reading)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise invalid_request("The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)  # orjson refuses nesting deeper than 1024: no runaway recursion
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def validate(schema: type[BaseModel], body: dict[str, Any]) -> None:
+    """Check `body` against `schema`; the first problem becomes an OpenAI-style 400."""
+    try:
+        schema.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> GatewayError:
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    where = f" at '{param}'" if param else ""
+    count = exc.error_count()
+    more = f" ({count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+    return invalid_request(f"{first['msg']}{where}{more}.", param=param, code="invalid_value")

@@ -1,0 +1,1 @@
+"""Virtual keys (tenant identity), the admin key, budgets and rate limits."""

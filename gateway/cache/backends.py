@@ -1,0 +1,277 @@
+"""Storage for the response cache: Redis 8 (strings + Vector Sets) or an in-process equivalent.
+
+Layout (``{t}``/``{p}`` = hashed tenant/policy, ``{d}`` = exact-request digest, ``{s}`` = partition):
+
+- ``tg:cache:{t}:{p}:e:{d}``  the entry (JSON: request text, partition, stored response), with a TTL
+- ``tg:cache:{t}:{p}:v:{s}``  a vector set: member ``{d}``, its final-turn embedding, attributes
+  ``{"exp": unix time, "text": final turn}``; expired members are never returned as candidates
+  (checking ``exp`` client-side is cheaper than VSIM's FILTER, measured ~0.5 ms)
+- ``tg:cache:{t}:{p}:x:{s}``  a sorted set member -> expiry; every write removes up to
+  ``SWEEP_BATCH`` expired members from the vector set, so stale members do not accumulate
+
+Both backends implement the same five operations with the same semantics; ``ResponseCache`` holds
+all logic above them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from redis.commands.vectorset.commands import QuantizationOptions
+
+SWEEP_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    member: str
+    cosine: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class VectorKeys:
+    vset: str
+    expiry: str
+
+
+class CacheBackend(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(
+        self, key: str, payload: bytes, ttl: int, keys: VectorKeys, member: str, vector: np.ndarray | None,
+        text: str,
+    ) -> None: ...  # fmt: skip
+
+    async def search(
+        self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float
+    ) -> list[Neighbour]: ...
+
+    async def remove(self, key: str, keys: VectorKeys | None, member: str) -> int: ...
+
+    async def delete_matching(self, pattern: str) -> int:
+        """Delete every key matching the glob ``pattern``; return how many entry (``:e:``) keys went."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RedisBackend:
+    """Redis 8: payloads as strings with TTLs, final-turn embeddings in Vector Sets (VADD/VSIM)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        quantization: QuantizationOptions = QuantizationOptions.Q8,
+    ) -> None:
+        self.client = client
+        self._quantization = quantization
+
+    @classmethod
+    def from_url(cls, url: str, timeout_s: float = 0.05) -> RedisBackend:
+        """A client whose every command fails fast: a slow Redis must not slow requests down."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=max(timeout_s, 0.2),
+            health_check_interval=10,
+            retry_on_timeout=False,
+        )
+        return cls(client)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def put(
+        self, key: str, payload: bytes, ttl: int, keys: VectorKeys, member: str, vector: np.ndarray | None,
+        text: str,
+    ) -> None:  # fmt: skip
+        now = time.time()
+        expires = now + ttl
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(key, payload, ex=ttl)
+            if vector is not None:
+                pipe.vset().vadd(
+                    keys.vset,
+                    np.asarray(vector, dtype=np.float32).tobytes(),
+                    member,
+                    quantization=self._quantization,
+                    attributes=orjson.dumps({"exp": expires, "text": text}).decode(),
+                )
+                pipe.zadd(keys.expiry, {member: expires})
+                pipe.expire(keys.vset, ttl, gt=True)
+                pipe.expire(keys.expiry, ttl, gt=True)
+                pipe.expire(keys.vset, ttl, nx=True)
+                pipe.expire(keys.expiry, ttl, nx=True)
+                pipe.zrangebyscore(keys.expiry, "-inf", now, start=0, num=SWEEP_BATCH)
+            results = await pipe.execute()
+        stale = results[-1] if vector is not None else []
+        if stale:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for m in stale:
+                    pipe.vset().vrem(keys.vset, m.decode() if isinstance(m, bytes) else m)
+                pipe.zrem(keys.expiry, *stale)
+                await pipe.execute()
+
+    async def search(
+        self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float
+    ) -> list[Neighbour]:
+        # VSIM scores are (1 + cosine) / 2; EPSILON is a bound on 1 - score. Sent without redis-py's
+        # reply parser, which mishandles WITHSCORES + WITHATTRIBS; the reply is a map under RESP3
+        # (member -> [score, attributes]) and a flat [member, score, attributes, ...] list under RESP2.
+        epsilon = max((1.0 - min_cosine) / 2.0, 1e-6)
+        raw = await self.client.execute_command(
+            "VSIM", keys.vset, "FP32", np.asarray(vector, dtype=np.float32).tobytes(),
+            "WITHSCORES", "WITHATTRIBS", "COUNT", count, "EPSILON", epsilon,
+        )  # fmt: skip
+        if isinstance(raw, dict):
+            triples = [(member, *value) for member, value in raw.items()]
+        else:
+            triples = list(zip(*[iter(raw or [])] * 3, strict=False))
+        now, out = time.time(), []
+        for member, score, attrs in triples:
+            meta = orjson.loads(attrs) if attrs else {}
+            if meta.get("exp", 0) > now:  # expired members wait for the sweep but are never candidates
+                name = member.decode() if isinstance(member, bytes) else str(member)
+                out.append(Neighbour(name, 2.0 * float(score) - 1.0, str(meta.get("text", ""))))
+        return out
+
+    async def remove(self, key: str, keys: VectorKeys | None, member: str) -> int:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(key)
+            if keys is not None:
+                pipe.vset().vrem(keys.vset, member)
+                pipe.zrem(keys.expiry, member)
+            results = await pipe.execute()
+        return int(results[0])
+
+    async def delete_matching(self, pattern: str) -> int:
+        entries = 0
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            entries += b":e:" in key
+            if len(batch) >= 500:
+                await self.client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await self.client.unlink(*batch)
+        return entries
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class _VectorSet:
+    """Exact (brute-force) cosine search over unit vectors, with O(1) removal."""
+
+    def __init__(self, dim: int) -> None:
+        self.matrix = np.zeros((16, dim), dtype=np.float32)
+        self.members: list[str] = []
+        self.index: dict[str, int] = {}
+        self.attrs: dict[str, tuple[float, str]] = {}
+
+    def add(self, member: str, vector: np.ndarray, expires: float, text: str) -> None:
+        row = self.index.get(member)
+        if row is None:
+            row = len(self.members)
+            if row == len(self.matrix):
+                self.matrix = np.vstack([self.matrix, np.zeros_like(self.matrix)])
+            self.members.append(member)
+            self.index[member] = row
+        self.matrix[row] = vector
+        self.attrs[member] = (expires, text)
+
+    def remove(self, member: str) -> bool:
+        row = self.index.pop(member, None)
+        if row is None:
+            return False
+        last = len(self.members) - 1
+        if row != last:
+            moved = self.members[last]
+            self.matrix[row] = self.matrix[last]
+            self.members[row] = moved
+            self.index[moved] = row
+        self.members.pop()
+        del self.attrs[member]
+        return True
+
+
+class MemoryBackend:
+    """In-process stand-in for ``RedisBackend`` with the same semantics (TTLs, filters, sweeping)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[bytes, float]] = {}
+        self._vsets: dict[str, _VectorSet] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.time():
+            del self._values[key]
+            return None
+        return item[0]
+
+    async def put(
+        self, key: str, payload: bytes, ttl: int, keys: VectorKeys, member: str, vector: np.ndarray | None,
+        text: str,
+    ) -> None:  # fmt: skip
+        now = time.time()
+        self._values[key] = (payload, now + ttl)
+        if vector is None:
+            return
+        vset = self._vsets.get(keys.vset)
+        if vset is None:
+            vset = self._vsets[keys.vset] = _VectorSet(len(vector))
+        vset.add(member, np.asarray(vector, dtype=np.float32), now + ttl, text)
+        stale = [m for m, (exp, _) in vset.attrs.items() if exp <= now][:SWEEP_BATCH]
+        for m in stale:
+            vset.remove(m)
+
+    async def search(
+        self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float
+    ) -> list[Neighbour]:
+        vset = self._vsets.get(keys.vset)
+        if vset is None or not vset.members:
+            return []
+        now = time.time()
+        sims = vset.matrix[: len(vset.members)] @ np.asarray(vector, dtype=np.float32)
+        close = np.flatnonzero(sims >= min_cosine)
+        out = []
+        for row in close[np.argsort(-sims[close])]:
+            if len(out) == count:
+                break
+            member = vset.members[row]
+            expires, text = vset.attrs[member]
+            if expires > now:
+                out.append(Neighbour(member, float(sims[row]), text))
+        return out
+
+    async def remove(self, key: str, keys: VectorKeys | None, member: str) -> int:
+        existed = self._values.pop(key, None) is not None
+        if keys is not None and (vset := self._vsets.get(keys.vset)) is not None:
+            vset.remove(member)
+            if not vset.members:
+                del self._vsets[keys.vset]
+        return int(existed)
+
+    async def delete_matching(self, pattern: str) -> int:
+        now = time.time()
+        doomed = [k for k in self._values if fnmatch.fnmatchcase(k, pattern)]
+        entries = sum(":e:" in k and self._values[k][1] > now for k in doomed)
+        for k in doomed:
+            del self._values[k]
+        for k in [k for k in self._vsets if fnmatch.fnmatchcase(k, pattern)]:
+            del self._vsets[k]
+        return entries
+
+    async def close(self) -> None:
+        self._values.clear()
+        self._vsets.clear()

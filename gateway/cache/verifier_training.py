@@ -1,0 +1,261 @@
+"""Train and evaluate the semantic-hit verifier on ``../shared/data/cache/``.
+
+Pairs are split by question: every question text belongs to one connected component of the pair
+graph, and whole components go to train, calibration or test, so no text seen in training (nor one
+paired with it) is ever scored in evaluation. The operating threshold is chosen on the calibration
+split (the lowest threshold whose served hits are at most ``max_wrong_rate`` wrong) and reported on
+the test split, together with plain cosine thresholds for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import GroupShuffleSplit
+
+from gateway.cache.verifier import ARTIFACT, MONOTONIC, Forest, Verifier, pair_features, save_artifact
+from gateway.embeddings import Embedder, get_embedder
+
+DATA_FILES = ("qqp_pairs_dev.jsonl", "paraphrase_pairs.jsonl")
+SEED = 20261121
+
+
+def data_dir() -> Path:
+    """``$TIERGATE_DATA_DIR`` or ``../shared/data`` next to the repository root."""
+    env = os.environ.get("TIERGATE_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@dataclass
+class Pairs:
+    a: list[str]
+    b: list[str]
+    label: np.ndarray  # 1 = same question
+    source: list[str]
+
+    def subset(self, idx: np.ndarray) -> Pairs:
+        return Pairs([self.a[i] for i in idx], [self.b[i] for i in idx], self.label[idx],
+                     [self.source[i] for i in idx])  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_pairs(files: Iterable[Path]) -> Pairs:
+    a, b, label, source = [], [], [], []
+    for path in files:
+        for row in read_jsonl(path):
+            a.append(row["a"])
+            b.append(row["b"])
+            label.append(int(row.get("duplicate", 1)))
+            source.append(path.stem)
+    return Pairs(a, b, np.array(label, dtype=np.int8), source)
+
+
+def question_groups(pairs: Pairs) -> np.ndarray:
+    """Connected-component id per pair over the graph whose nodes are normalised question texts."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    keys = [(a.strip().lower(), b.strip().lower()) for a, b in zip(pairs.a, pairs.b, strict=True)]
+    for a, b in keys:
+        parent[find(a)] = find(b)
+    roots: dict[str, int] = {}
+    return np.array([roots.setdefault(find(a), len(roots)) for a, _ in keys])
+
+
+def split(pairs: Pairs, seed: int = SEED) -> tuple[Pairs, Pairs, Pairs]:
+    """60 / 20 / 20 train / calibration / test split by question component."""
+    groups = question_groups(pairs)
+    idx = np.arange(len(pairs.label))
+    outer = GroupShuffleSplit(n_splits=1, test_size=0.4, random_state=seed)
+    train, rest = next(outer.split(idx, groups=groups))
+    inner = GroupShuffleSplit(n_splits=1, test_size=0.5, random_state=seed + 1)
+    calib, test = next(inner.split(rest, groups=groups[rest]))
+    return pairs.subset(train), pairs.subset(rest[calib]), pairs.subset(rest[test])
+
+
+_NEGATABLE = [(" is ", " is not "), (" are ", " are not "), (" can ", " cannot "), (" does ", " doesn't "),
+              (" do ", " don't "), (" should ", " shouldn't "), (" will ", " won't "), (" was ", " wasn't ")]  # fmt: skip
+_FLIPS = [("best", "worst"), ("advantages", "disadvantages"), ("pros", "cons"), ("before", "after"),
+          ("increase", "decrease"), ("most", "least"), ("buy", "sell"), ("start", "stop"),
+          ("more", "less"), ("first", "last"), ("enable", "disable"), ("install", "uninstall")]  # fmt: skip
+_NUMBER = re.compile(r"\b\d+\b")
+_NAME = re.compile(r"(?<=\s)[A-Z][a-z]{2,}\b")
+
+
+def _variants(q: str, names: list[str], rng: random.Random) -> list[tuple[str, int]]:
+    """Pairs constructed from one question whose label is known by construction."""
+    positives = [q.lower(), q.rstrip("?.! ") if q.rstrip()[-1:] in "?.!" else q + "?",
+                 rng.choice(["Please answer: ", "Quick question: ", "Can you tell me: "]) + q]  # fmt: skip
+    out = [(rng.choice(positives), 1)]
+    if numbers := _NUMBER.findall(q):
+        n = rng.choice(numbers)
+        out.append((re.sub(rf"\b{n}\b", str(int(n) + rng.choice([1, 2, 5, 10])), q, count=1), 0))
+    for old, new in rng.sample(_NEGATABLE, len(_NEGATABLE)):
+        if old in q:
+            out.append((q.replace(old, new, 1), 0))
+            break
+    for old, new in _FLIPS:
+        if re.search(rf"\b{old}\b", q):
+            out.append((re.sub(rf"\b{old}\b", new, q, count=1), 0))
+            break
+    if (match := _NAME.search(q)) and names:
+        other = rng.choice(names)
+        if other.lower() != match.group().lower():
+            out.append((q[: match.start()] + other + q[match.end() :], 0))
+    return out
+
+
+def augment(pairs: Pairs, seed: int = SEED) -> Pairs:
+    """Pairs made from ``pairs``' own questions: case/punctuation/prefix variants (same request) and
+    changed numbers, inserted negations, flipped comparatives, swapped names (different request).
+
+    QQP has few such near-identical pairs, so without them the model would not learn that a swapped
+    name or number is decisive, nor that a lower-cased copy is the same request.
+    """
+    rng = random.Random(seed)
+    questions = sorted({q for q in pairs.a + pairs.b if q.strip()})
+    names = sorted({m for q in questions for m in _NAME.findall(q)})
+    a, b, label = [], [], []
+    for q in questions:
+        for variant, y in _variants(q.strip(), names, rng):
+            a.append(q)
+            b.append(variant)
+            label.append(y)
+    return Pairs(a, b, np.array(label, dtype=np.int8), ["augmented"] * len(a))
+
+
+def concat(*parts: Pairs) -> Pairs:
+    return Pairs([x for p in parts for x in p.a], [x for p in parts for x in p.b],
+                 np.concatenate([p.label for p in parts]), [x for p in parts for x in p.source])  # fmt: skip
+
+
+def featurise(pairs: Pairs, embedder: Embedder | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(features, cosine) for every pair, with the production embedding and feature code."""
+    embedder = embedder or get_embedder()
+    cosine = np.einsum("ij,ij->i", embedder.embed(pairs.a), embedder.embed(pairs.b))
+    feats = np.stack(
+        [pair_features(a, b, float(c), embedder) for a, b, c in zip(pairs.a, pairs.b, cosine, strict=True)]
+    )
+    return feats, cosine
+
+
+def served_stats(scores: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
+    served = scores >= threshold
+    n_served, wrong = int(served.sum()), int((served & (label == 0)).sum())
+    positives = max(int(label.sum()), 1)
+    return {
+        "threshold": float(threshold),
+        "served": n_served,
+        "wrong": wrong,
+        "wrong_rate": wrong / n_served if n_served else 0.0,
+        "recall": int((served & (label == 1)).sum()) / positives,
+    }
+
+
+def pick_threshold(
+    scores: np.ndarray, label: np.ndarray, max_wrong_rate: float, min_served: int = 50
+) -> float:
+    """Lowest threshold whose served hits are at most ``max_wrong_rate`` wrong (at least ``min_served``)."""
+    for t in np.unique(scores):
+        st = served_stats(scores, label, t)
+        if st["served"] >= min_served and st["wrong_rate"] <= max_wrong_rate:
+            return float(t)
+    return 1.01  # nothing qualifies: serve no semantic hits
+
+
+def curve(scores: np.ndarray, label: np.ndarray, thresholds: Sequence[float]) -> list[dict[str, float]]:
+    return [served_stats(scores, label, t) for t in thresholds]
+
+
+@dataclass
+class TrainResult:
+    threshold: float
+    min_cosine: float
+    sizes: dict[str, int]
+    test: dict[str, dict[str, float]]  # set name -> stats at the threshold
+    curves: dict[str, list[dict[str, float]]]  # set name -> stats over a threshold grid
+
+
+def train(
+    pairs: Pairs,
+    out: Path = ARTIFACT,
+    calibration_wrong_rate: float = 0.005,
+    min_cosine: float = 0.5,
+    augmented_weight: float = 0.2,
+    embedder: Embedder | None = None,
+) -> TrainResult:
+    """Fit on the train split (plus pairs augmented from its questions), pick the threshold on the
+    calibration split, report on the test split, save ``out``.
+
+    The threshold is the lowest whose served hits on the calibration split (real pairs plus pairs
+    augmented from its questions) are at most ``calibration_wrong_rate`` wrong, stricter than the 1%
+    target so that calibration noise does not push test error over it.
+    Pairs below ``min_cosine`` never reach the verifier: the vector search does not return them.
+    """
+    train_p, calib_p, test_p = split(pairs)
+    train_all = concat(train_p, augment(train_p))
+    x_tr, c_tr = featurise(train_all, embedder)
+    keep = c_tr >= min_cosine
+    weight = np.where(np.array(train_all.source) == "augmented", augmented_weight, 1.0)
+    model = HistGradientBoostingClassifier(
+        max_iter=400, learning_rate=0.05, max_leaf_nodes=31, l2_regularization=1.0,
+        monotonic_cst=MONOTONIC, random_state=SEED,
+    ).fit(x_tr[keep], train_all.label[keep], sample_weight=weight[keep])  # fmt: skip
+
+    forest = Forest.from_sklearn(model)
+    sample = x_tr[keep][:2000]
+    if not np.allclose(forest.predict_proba(sample), model.predict_proba(sample)[:, 1], atol=1e-9):
+        raise AssertionError("numpy tree evaluation disagrees with scikit-learn")
+
+    def scores(p: Pairs) -> np.ndarray:
+        x, c = featurise(p, embedder)
+        return np.where(c >= min_cosine, forest.predict_proba(x), 0.0)
+
+    calib_all = concat(calib_p, augment(calib_p, seed=SEED + 3))
+    threshold = pick_threshold(scores(calib_all), calib_all.label, calibration_wrong_rate)
+    save_artifact(out, forest, threshold, min_cosine)
+    evaluation = {"held-out": test_p, "held-out augmented": augment(test_p, seed=SEED + 7)}
+    grid = sorted({*np.round(np.arange(0.5, 1.0, 0.05), 2), 0.97, 0.98, 0.99, round(threshold, 4)})
+    test, curves = {}, {}
+    for name, p in evaluation.items():
+        s = scores(p)
+        test[name] = served_stats(s, p.label, threshold)
+        curves[name] = curve(s, p.label, grid)
+    _, c_te = featurise(test_p, embedder)
+    curves["held-out, plain cosine"] = curve(c_te, test_p.label, [0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99])
+    sizes = {"train": len(train_p.label), "train augmented": len(train_all.label) - len(train_p.label),
+             "calibration": len(calib_p.label), "calibration augmented": len(calib_all.label) - len(calib_p.label),
+             "test": len(test_p.label)}  # fmt: skip
+    return TrainResult(threshold, min_cosine, sizes, test, curves)
+
+
+def verifier_scores(pairs: Pairs, verifier: Verifier, embedder: Embedder | None = None) -> np.ndarray:
+    """Scores through the production path: ``Verifier.score`` on the production embedding's cosine."""
+    embedder = embedder or get_embedder()
+    cosine = np.einsum("ij,ij->i", embedder.embed(pairs.a), embedder.embed(pairs.b))
+    return np.array(
+        [verifier.score(a, b, float(c)) for a, b, c in zip(pairs.a, pairs.b, cosine, strict=True)]
+    )
+
+
+def handwritten_pairs() -> Path:
+    """The hand-written adversarial pairs kept beside the cache tests (not derived from shared data)."""
+    return Path(__file__).resolve().parents[2] / "tests" / "cache" / "data" / "handwritten_pairs.jsonl"

@@ -1,0 +1,1 @@
+"""Database access shared by the ledger and the key store: models, engines, migrations."""

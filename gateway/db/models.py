@@ -1,0 +1,126 @@
+"""SQLAlchemy 2 tables. Every schema change is an Alembic migration in `migrations/`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LedgerEntry(Base):
+    """One row per request. Money is integer micro-dollars; token classes are disjoint for input."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the request id
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    team: Mapped[str | None] = mapped_column(String(128))
+    project: Mapped[str | None] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    requested_model: Mapped[str | None] = mapped_column(String(256))
+    deployment: Mapped[str | None] = mapped_column(String(256))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    provider: Mapped[str | None] = mapped_column(String(64))
+    policy: Mapped[str | None] = mapped_column(String(128))
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    route_reason: Mapped[str | None] = mapped_column(String(512))
+    complexity_score: Mapped[float | None] = mapped_column(Float)
+    status_code: Mapped[int] = mapped_column(Integer)
+    error_class: Mapped[str | None] = mapped_column(String(64))
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    input_uncached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    input_cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    input_cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    input_cache_write_1h_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    baseline_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    baseline_deployment: Mapped[str | None] = mapped_column(String(256))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    overhead_ms: Mapped[float | None] = mapped_column(Float)
+    cache_outcome: Mapped[str] = mapped_column(String(16), default="off")
+
+    __table_args__ = (
+        Index("ix_ledger_created_at", "created_at"),
+        Index("ix_ledger_team_created_at", "team", "created_at"),
+        Index("ix_ledger_key_created_at", "key_id", "created_at"),
+    )
+
+
+class VirtualKey(Base):
+    """A tenant's API key. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "virtual_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(128))
+    team: Mapped[str] = mapped_column(String(128))
+    project: Mapped[str | None] = mapped_column(String(128))
+    budget_daily_micros: Mapped[int | None] = mapped_column(BigInteger)
+    budget_monthly_micros: Mapped[int | None] = mapped_column(BigInteger)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyVersion(Base):
+    """An immutable version of a routing policy document."""
+
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str | None] = mapped_column(String(512))
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_policy_versions_name_version"),)
+
+
+class Policy(Base):
+    """Which version of each policy is live."""
+
+    __tablename__ = "policies"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    active_version: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyAssignment(Base):
+    """Which policy a team (and optionally one of its projects) uses; team '*' is the default."""
+
+    __tablename__ = "policy_assignments"
+
+    team: Mapped[str] = mapped_column(String(128), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128), primary_key=True)  # '*' = every project
+    policy: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyAudit(Base):
+    """Every policy change: who, when, what. Its highest id is the change counter replicas poll."""
+
+    __tablename__ = "policy_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    policy: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict | None] = mapped_column(JSON)

@@ -1,0 +1,1 @@
+"""Shipped static embedding artifact (vectors.npz, tokenizer.json); see README.md."""

@@ -1,0 +1,1 @@
+"""One module per wire protocol; `common` holds what they share."""

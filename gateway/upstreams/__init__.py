@@ -1,0 +1,1 @@
+"""Calling upstream deployments: OpenAI-wire byte relay, litellm for translated providers, retries."""

@@ -1,0 +1,50 @@
+"""What every upstream client returns, whatever wire protocol it speaks underneath."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.upstreams.stream import ChunkAccumulator
+from gateway.upstreams.usage import Usage
+
+ENDPOINT_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+
+
+@dataclass
+class UpstreamResponse:
+    """A complete (non-streamed) OpenAI-format response."""
+
+    body: bytes
+    data: dict[str, Any]
+    usage: Usage | None
+
+
+@dataclass
+class UpstreamStream:
+    """A streamed response: `frames` yields OpenAI SSE frames ready for the client.
+
+    While it runs it fills `accumulator` (the assembled completion, including usage when the
+    upstream sent it), `first_token_at` (perf_counter of the first generated content) and, if the
+    stream broke off, `error_class`. `aclose()` releases the upstream connection (cancelling the
+    upstream generation) and is safe to call more than once.
+    """
+
+    frames: AsyncIterator[bytes]
+    accumulator: ChunkAccumulator = field(default_factory=ChunkAccumulator)
+    first_token_at: float | None = None
+    error_class: str | None = None
+
+    async def aclose(self) -> None:
+        await self.frames.aclose()  # type: ignore[attr-defined]
+
+
+class Upstream(Protocol):
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> UpstreamResponse: ...
+
+    async def stream(
+        self, endpoint: str, body: dict[str, Any], client_wants_usage: bool
+    ) -> UpstreamStream: ...
+
+    async def aclose(self) -> None: ...

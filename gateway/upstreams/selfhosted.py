@@ -1,0 +1,122 @@
+"""The self-hosted vLLM tier as an upstream: one deployment, several replicas.
+
+Each request goes to a replica chosen by the `ReplicaPool` (health-checked from every replica's
+`/metrics`; requests sharing a prompt prefix land on the same replica so vLLM's prefix cache hits).
+Spill-over to the next tier is a routing decision (`saturated()` with the policy's limits); here a
+request only fails over when no replica is healthy at all. The price is the on-prem cost model's:
+the hardware's $/hour over the tokens vLLM's own counters say were processed (`selfhost.cost`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+
+from gateway.ledger.pricing import Price
+from gateway.observability import metrics
+from gateway.settings import Deployment, Tier
+from gateway.upstreams.base import UpstreamResponse, UpstreamStream
+from gateway.upstreams.errors import UpstreamError
+from gateway.upstreams.openai_wire import OpenAIWireUpstream
+from selfhost import catalogue
+from selfhost.cost import CostMeter, NoTrafficError, at_capacity
+from selfhost.launcher import plan
+from selfhost.pool import LoadLimits, Replica, ReplicaPool
+from selfhost.probe import ReplicaLoad
+
+log = logging.getLogger(__name__)
+
+PREFIX_CHARS = 2048  # how much of the conversation's start decides prefix-cache affinity
+ANY_HEALTHY = LoadLimits(max_waiting=None, max_kv_cache_usage=None, max_ttft_p95_s=None)
+
+
+def gateway_deployment(entry: catalogue.Deployment, timeout_s: float = 600.0) -> Deployment:
+    """The gateway's view of a catalogue entry (its api_base is the first replica; requests use the pool)."""
+    first = plan(entry, vllm="vllm")[0]
+    return Deployment(
+        name=entry.name,
+        provider="vllm",
+        model=entry.served_model_name,
+        api_base=f"{first.base_url}/v1",
+        tier=Tier.selfhost,
+        max_input_tokens=entry.memory.max_model_len,
+        timeout_s=timeout_s,
+        max_retries=0,
+    )
+
+
+def prefix_key(body: dict[str, Any]) -> str:
+    """A digest of the conversation's first PREFIX_CHARS characters (system prompt, tools, first turns)."""
+    head = repr(body.get("tools") or "") + repr(body.get("messages") or body.get("prompt") or "")
+    return hashlib.blake2b(head[:PREFIX_CHARS].encode(), digest_size=8).hexdigest()
+
+
+def _price_per_token(micro_usd_per_million: int) -> Decimal:
+    return Decimal(micro_usd_per_million) / Decimal(1_000_000)
+
+
+class SelfHostedUpstream:
+    def __init__(
+        self, entry: catalogue.Deployment, deployment: Deployment, session: aiohttp.ClientSession
+    ) -> None:
+        self.entry = entry
+        replicas = [Replica(p.id, p.base_url, entry.name) for p in plan(entry, vllm="vllm")]
+        self.meter = CostMeter(entry.cost)
+        self.pool = ReplicaPool(replicas, ANY_HEALTHY, on_scrape=self._scraped)
+        self._upstreams = {
+            r.id: OpenAIWireUpstream(deployment.model_copy(update={"api_base": f"{r.base_url}/v1"}), session)
+            for r in replicas
+        }
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    def _scraped(self, replica: Replica, load: ReplicaLoad) -> None:
+        self.meter.observe(replica, load)
+        if load.healthy:
+            for signal, value in (
+                ("running", load.running),
+                ("waiting", load.waiting),
+                ("kv_cache_usage", load.kv_cache_usage),
+            ):
+                metrics.SELFHOST_LOAD.labels(self.entry.name, replica.id, signal).set(value)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+    def saturated(self, limits: LoadLimits) -> bool:
+        """True when no in-service replica is within `limits` (the policy's spill-over limits)."""
+        return not any(state.within(limits) for state in self.pool.states())
+
+    def _replica(self, body: dict[str, Any]) -> OpenAIWireUpstream:
+        replica = self.pool.pick(prefix_key(body))
+        if replica is None:
+            raise UpstreamError("no_healthy_replica", f"no healthy replica of {self.entry.name}", status=503)
+        return self._upstreams[replica.id]
+
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> UpstreamResponse:
+        return await self._replica(body).complete(endpoint, body)
+
+    async def stream(self, endpoint: str, body: dict[str, Any], client_wants_usage: bool) -> UpstreamStream:
+        return await self._replica(body).stream(endpoint, body, client_wants_usage)
+
+    def price(self) -> Price:
+        """The measured on-prem price (rolling window); before any traffic, the at-capacity price if the
+        catalogue states a capacity, else zero (and the ledger row says so through its zero cost)."""
+        try:
+            measured = self.meter.price()
+            per_input, per_output = (
+                measured.input_micro_usd_per_million,
+                measured.output_micro_usd_per_million,
+            )
+        except NoTrafficError:
+            if self.entry.cost.capacity_tokens_per_second is None:
+                return Price(*(Decimal(0),) * 6)
+            per_input, per_output = at_capacity(self.entry.cost)
+        input_, output = _price_per_token(per_input), _price_per_token(per_output)
+        # vLLM bills no separate cache classes: cached prompt tokens cost the same hardware time.
+        return Price(input_, output, input_, input_, input_, output)

@@ -1,0 +1,163 @@
+"""Health and load of a deployment's replicas, and the choice of one replica per request.
+
+``ReplicaPool`` scrapes every replica in the background (``selfhost.probe``), takes a replica out of service
+after ``fail_threshold`` failed scrapes in a row and puts it back after ``recover_threshold`` good ones.
+``pick`` returns ``None`` when no in-service replica is within the ``LoadLimits``: the routing policy then
+spills the request over to its next tier.
+
+Requests that share a long prefix should land on the same replica so vLLM's prefix cache hits. ``pick`` ranks
+replicas by rendezvous (highest-random-weight) hashing of the caller's prefix key: the ranking of a key only
+changes for the replica that joins or leaves, and when the first choice is past its limits the request goes
+to that key's second choice rather than scattering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from selfhost.probe import Histogram, ReplicaLoad, probe
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    base_url: str
+    deployment: str
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """A replica is past its limits when any set limit is exceeded (``None`` disables that check)."""
+
+    max_waiting: int | None = 0
+    max_kv_cache_usage: float | None = 0.95
+    max_ttft_p95_s: float | None = None
+
+
+@dataclass
+class ReplicaState:
+    replica: Replica
+    in_service: bool = True
+    load: ReplicaLoad | None = None
+    recent_ttft: Histogram = field(default_factory=Histogram)  # first tokens since the previous scrape
+    failures: int = 0  # consecutive
+    successes: int = 0  # consecutive
+    picked_since_scrape: int = 0
+    last_error: str | None = None
+
+    def within(self, limits: LoadLimits) -> bool:
+        load = self.load
+        if not self.in_service or load is None:
+            return False
+        if limits.max_waiting is not None and load.waiting > limits.max_waiting:
+            return False
+        if limits.max_kv_cache_usage is not None and load.kv_cache_usage > limits.max_kv_cache_usage:
+            return False
+        p95 = self.recent_ttft.quantile(0.95)
+        return not (limits.max_ttft_p95_s is not None and p95 is not None and p95 > limits.max_ttft_p95_s)
+
+    def busyness(self) -> tuple[int, float]:
+        load = self.load or ReplicaLoad(healthy=False)
+        return (load.running + load.waiting + self.picked_since_scrape, load.kv_cache_usage)
+
+
+class ReplicaPool:
+    def __init__(
+        self,
+        replicas: Sequence[Replica],
+        limits: LoadLimits | None = None,
+        *,
+        refresh_interval: float = 1.0,
+        probe_timeout: float = 2.0,
+        fail_threshold: int = 2,
+        recover_threshold: int = 2,
+        client: httpx.AsyncClient | None = None,
+        on_scrape: Callable[[Replica, ReplicaLoad], None] | None = None,
+    ):
+        self.limits = limits or LoadLimits()
+        self.refresh_interval = refresh_interval
+        self.probe_timeout = probe_timeout
+        self.fail_threshold = fail_threshold
+        self.recover_threshold = recover_threshold
+        self._states = {r.id: ReplicaState(r) for r in replicas}
+        self._client = client or httpx.AsyncClient()
+        self._owns_client = client is None
+        self._task: asyncio.Task | None = None
+        self._on_scrape = on_scrape
+
+    async def __aenter__(self) -> ReplicaPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Scrape once (so ``pick`` has data at once), then keep refreshing in the background."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._refresh_forever(), name="replica-pool-refresh")
+
+    async def aclose(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def refresh(self) -> None:
+        states = list(self._states.values())
+        loads = await asyncio.gather(
+            *(probe(self._client, s.replica.base_url, self.probe_timeout) for s in states)
+        )
+        for state, load in zip(states, loads, strict=True):
+            self._record(state, load)
+            if self._on_scrape:
+                self._on_scrape(state.replica, load)
+
+    def states(self) -> list[ReplicaState]:
+        return list(self._states.values())
+
+    def pick(self, prefix_key: str | None = None) -> Replica | None:
+        """The replica for the next request, or ``None`` when every replica is out or past its limits."""
+        if prefix_key is None:
+            ready = [s for s in self._states.values() if s.within(self.limits)]
+            chosen = min(ready, key=ReplicaState.busyness, default=None)
+        else:
+            ranked = sorted(self._states.values(), key=lambda s: _rendezvous(s.replica.id, prefix_key))
+            chosen = next((s for s in reversed(ranked) if s.within(self.limits)), None)
+        if chosen is None:
+            return None
+        chosen.picked_since_scrape += 1
+        return chosen.replica
+
+    def _record(self, state: ReplicaState, load: ReplicaLoad) -> None:
+        if load.healthy:
+            state.recent_ttft = load.ttft.since(state.load.ttft) if state.load else Histogram()
+            state.load = load
+            state.failures, state.successes = 0, state.successes + 1
+            if not state.in_service and state.successes >= self.recover_threshold:
+                state.in_service = True
+        else:  # keep the last good load: one failed scrape does not take a replica out
+            state.last_error = load.error
+            state.successes, state.failures = 0, state.failures + 1
+            if state.failures >= self.fail_threshold:
+                state.in_service = False
+        state.picked_since_scrape = 0
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            await self.refresh()
+
+
+def _rendezvous(replica_id: str, key: str) -> int:
+    digest = hashlib.blake2b(f"{replica_id}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")

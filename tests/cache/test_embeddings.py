@@ -1,0 +1,33 @@
+"""The shared embedding: shape, normalisation, async path, and that it ranks paraphrases first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gateway.embeddings import get_embedder
+
+
+def test_embed_shape_dtype_and_norm() -> None:
+    embedder = get_embedder()
+    vectors = embedder.embed(["How do I reverse a list in Python?", "Bonjour", ""])
+    assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1.0, atol=1e-5)
+    assert not np.any(vectors[2])  # no tokens -> zero vector
+    assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+async def test_async_embedding_matches_sync_for_short_and_long_texts() -> None:
+    embedder = get_embedder()
+    texts = ["short question?", "a long document " * 200]
+    assert np.allclose(await embedder.aembed(texts), embedder.embed(texts))
+
+
+def test_paraphrase_is_nearer_than_a_different_topic() -> None:
+    q, para, other = get_embedder().embed(
+        [
+            "How do I reverse a list in Python?",
+            "What's the way to invert a Python list?",
+            "Best pizza in Naples?",
+        ]
+    )
+    assert q @ para > q @ other + 0.2

@@ -1,0 +1,98 @@
+"""The shipped verifier and the judge CLI, on the hand-written pairs and (when present) shared data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cache import verifier_training as vt
+from gateway.cache.cli import cache_app
+from gateway.cache.verifier import Verifier, get_verifier, pair_features
+
+HANDWRITTEN = Path(__file__).parent / "data" / "handwritten_pairs.jsonl"
+
+
+def test_handwritten_pairs_meet_the_precision_and_recall_targets() -> None:
+    pairs = vt.load_pairs([HANDWRITTEN])
+    verifier = get_verifier()
+    stats = vt.served_stats(vt.verifier_scores(pairs, verifier), pairs.label, verifier.default_threshold)
+    assert stats["wrong_rate"] <= 0.01, stats
+    assert stats["recall"] >= 0.30, stats
+
+
+def test_features_catch_changed_numbers_negations_and_names() -> None:
+    def feature(a: str, b: str, name: str) -> float:
+        from gateway.cache.verifier import FEATURE_NAMES
+
+        return float(pair_features(a, b, 0.95)[FEATURE_NAMES.index(name)])
+
+    assert feature("Who won in 2014?", "Who won in 2018?", "numbers_symdiff") == 2
+    assert feature("Explain to a five year old", "Explain to a 5 year old", "numbers_symdiff") == 0
+    assert feature("Is it safe?", "Is it not safe?", "negation_parity") == 1
+    assert feature("Capital of France?", "Capital of Germany?", "entity_unmatched") == 2
+    assert feature("What is the capital of France?", "what is the capital of france", "entity_unmatched") == 0
+    assert feature("() vs [] in Python", "= vs == in Python", "symbols_symdiff") > 0
+
+
+def test_identical_text_scores_at_least_as_high_as_any_rewording() -> None:
+    verifier = get_verifier()
+    same = verifier.score(
+        "How do I undo the last commit in git?", "How do I undo the last commit in git?", 1.0
+    )
+    reworded = verifier.score(
+        "How do I undo the last commit in git?", "How can I undo my last commit in git?", 1.0
+    )
+    assert same >= reworded
+    assert verifier.score("a", "b", verifier.min_cosine - 0.01) == 0.0
+
+
+def test_judge_cli_uses_the_production_path(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"a": "What is the capital of France?", "b": "what is the capital of france"},
+            {"a": "What is the capital of France?", "b": "What is the capital of Germany?"},
+            {"a": "Who wrote Hamlet?", "b": "Who wrote Hamlet?"}]  # fmt: skip
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cache_app, ["judge", "--pairs", str(pairs), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    judged = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [j["hit"] for j in judged] == [True, False, True]
+    assert judged[2]["similarity"] == pytest.approx(1.0)
+    assert all(set(j) == {"hit", "similarity"} for j in judged)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_shipped_verifier_reproduces_its_model_card_on_held_out_shared_data() -> None:
+    root = vt.data_dir() / "cache"
+    if not (root / "qqp_pairs_dev.jsonl").is_file():
+        pytest.skip(f"shared data not found at {root} (set TIERGATE_DATA_DIR)")
+    _, _, test = vt.split(vt.load_pairs([root / name for name in vt.DATA_FILES]))
+    verifier = Verifier()
+    scores = vt.verifier_scores(test, verifier)
+    stats = vt.served_stats(scores, test.label, verifier.default_threshold)
+    card = (Path(vt.__file__).parent / "VERIFIER.md").read_text()
+    row = f"| held-out | {stats['served']} | {stats['wrong']} | {stats['wrong_rate']:.2%} | {stats['recall']:.1%} |"
+    assert row in card, row
+    # The verifier must beat plain cosine at equal recall: GPTCache's default (cosine >= 0.8) serves far
+    # more wrong hits than the verifier does at its operating point.
+    cosine = vt.featurise(test)[1]
+    assert vt.served_stats(cosine, test.label, 0.8)["wrong_rate"] > 2 * stats["wrong_rate"]
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_numpy_forest_matches_scikit_learn() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from gateway.cache.verifier import Forest
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 5))
+    y = (x[:, 0] + x[:, 1] * x[:, 2] + rng.normal(scale=0.5, size=3000) > 0).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, random_state=0).fit(x, y)
+    probe = rng.normal(size=(500, 5))
+    assert np.allclose(Forest.from_sklearn(model).predict_proba(probe), model.predict_proba(probe)[:, 1])
