@@ -12,10 +12,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -119,6 +119,15 @@ def _bearer_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+class Observer(Protocol):
+    """Sees every successful upstream answer (never cache replays), after its ledger row is recorded.
+
+    Called on the request path: it must only look and schedule its own work (shadow grading,
+    distillation capture), never block or raise."""
+
+    def observe(self, ex: Exchange, body: dict[str, Any], completion: dict[str, Any]) -> None: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -130,6 +139,7 @@ class Pipeline:
         policies: PolicyReloader,
         scorer: Scorer,
         cache: ResponseCache | None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -139,6 +149,7 @@ class Pipeline:
         self.policies = policies
         self.scorer = scorer
         self.cache = cache
+        self.observers = list(observers)
         # Requests without a policy: exact-match caching only, until the verifier meets its precision target.
         self.default_cache_settings = CacheSettings(enabled=settings.response_cache, semantic=False)
         self._background: set[asyncio.Task] = set()
@@ -248,13 +259,17 @@ class Pipeline:
         headers["cache-control"] = "no-cache"
         return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
 
-    def _store(self, ex: Exchange, completion: dict[str, Any]) -> None:
-        """File a successful upstream answer in the cache, off the request path."""
-        if self.cache is None or ex.cache_lookup is None:
-            return
-        task = asyncio.create_task(self.cache.store(ex.cache_lookup, completion))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _answered(self, ex: Exchange, body: dict[str, Any], completion: dict[str, Any]) -> None:
+        """A successful upstream answer: file it in the cache off the request path, show it to observers."""
+        if self.cache is not None and ex.cache_lookup is not None:
+            task = asyncio.create_task(self.cache.store(ex.cache_lookup, completion))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        for observer in self.observers:
+            try:
+                observer.observe(ex, body, completion)
+            except Exception:  # an observer's bug must not fail a request that was answered
+                log.exception("observer %r failed on request %s", observer, ex.request_id)
 
     def _saturation(self, router: Router) -> Callable[[str], bool]:
         """The policy's spill-over limits applied to the self-hosted replicas' live load."""
@@ -302,7 +317,7 @@ class Pipeline:
             ex.route_reason = f"{ex.route_reason}; fallback from {chain[0].deployment.name}"
         ex.usage = response.usage or self._estimate_usage(ex, body, response)
         self.finish(ex, status=200)
-        self._store(ex, response.data)
+        self._answered(ex, body, response.data)
         headers = ex.headers()
         headers["x-tiergate-cost-usd"] = micros_to_usd(ex.cost_micros)
         headers["x-tiergate-overhead-ms"] = f"{self._overhead_s(ex) * 1000:.3f}"
@@ -348,7 +363,7 @@ class Pipeline:
             error_class = upstream.error_class or (None if completed else "client_disconnected")
             self.finish(ex, status=200, error_class=error_class)
             if error_class is None:
-                self._store(ex, accumulated.completion())
+                self._answered(ex, body, accumulated.completion())
 
     # --- bookkeeping ----------------------------------------------------------------------
 

@@ -77,6 +77,14 @@ class CacheSettings(ResponseCacheSettings):
     )
 
 
+class DistillationSettings(_Strict):
+    """Opt-in capture of answers as fine-tuning data for the self-hosted tier (gateway/distill)."""
+
+    capture: bool = Field(default=False, description="Keep prompt/response pairs answered by `tiers`.")
+    tiers: list[Tier] = Field(default_factory=lambda: [Tier.frontier], min_length=1)
+    redact: bool = Field(default=True, description="Pass both sides through the redaction hook first.")
+
+
 class PolicySpec(_Strict):
     """The document admins write (YAML or JSON). Versioned; only valid versions can be activated."""
 
@@ -88,6 +96,7 @@ class PolicySpec(_Strict):
     spillover: Spillover = Field(default_factory=Spillover)
     constraints: Constraints = Field(default_factory=Constraints)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    distillation: DistillationSettings = Field(default_factory=DistillationSettings)
 
     @field_validator("bands")
     @classmethod
