@@ -443,6 +443,9 @@ class Pipeline:
                 "ttft_ms": ex.ttft_s * 1000 if ex.ttft_s is not None else None,
                 "overhead_ms": overhead_s * 1000,
                 "cache_outcome": ex.cache_outcome,
+                # the quality sampler's own calls are ledgered with the same keys (a batch is one INSERT)
+                "cost_class": "request",
+                "parent_request_id": None,
             }
         )
         name = deployment.name if deployment else ""

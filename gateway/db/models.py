@@ -49,11 +49,16 @@ class LedgerEntry(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     overhead_ms: Mapped[float | None] = mapped_column(Float)
     cache_outcome: Mapped[str] = mapped_column(String(16), default="off")
+    # 'request' (a client's request), 'shadow' (the reference answer the quality sampler bought) or
+    # 'judge' (the grading call). Only 'request' rows enter the rollup and the savings figures.
+    cost_class: Mapped[str] = mapped_column(String(16), server_default="request")
+    parent_request_id: Mapped[str | None] = mapped_column(String(64))  # the request a shadow row measured
 
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),
         Index("ix_ledger_team_created_at", "team", "created_at"),
         Index("ix_ledger_key_created_at", "key_id", "created_at"),
+        Index("ix_ledger_cost_class_created_at", "cost_class", "created_at"),
     )
 
 
@@ -124,3 +129,56 @@ class PolicyAudit(Base):
     policy: Mapped[str | None] = mapped_column(String(128))
     version: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class Feedback(Base):
+    """A caller's (or an admin's) verdict on one answered request. `score` is normalised to [0, 1];
+    thumbs up/down are stored as 1/0 with `thumbs` kept as given."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    team: Mapped[str | None] = mapped_column(String(128))  # the request's team, for reports
+    submitted_by: Mapped[str] = mapped_column(String(64))  # a virtual key id, or 'admin'
+    score: Mapped[float] = mapped_column(Float)
+    thumbs: Mapped[str | None] = mapped_column(String(8))
+    comment: Mapped[str | None] = mapped_column(String(2000))
+
+    __table_args__ = (
+        Index("ix_feedback_request_id", "request_id"),
+        Index("ix_feedback_team_created_at", "team", "created_at"),
+    )
+
+
+class ShadowGrade(Base):
+    """One shadow measurement: a request served by a cheaper tier, the reference deployment's answer
+    to the same prompt, and the grade of the served answer against it (1 = as good as the reference)."""
+
+    __tablename__ = "shadow_grades"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64))  # the measured request
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    team: Mapped[str | None] = mapped_column(String(128))
+    project: Mapped[str | None] = mapped_column(String(128))
+    policy: Mapped[str | None] = mapped_column(String(128))
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    tier: Mapped[str | None] = mapped_column(String(16))
+    deployment: Mapped[str | None] = mapped_column(String(256))
+    reference_deployment: Mapped[str] = mapped_column(String(256))
+    complexity_score: Mapped[float | None] = mapped_column(Float)
+    task_cluster: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))  # 'judge' or 'similarity'
+    grade: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)  # shadow + judge calls
+    served_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    reference_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_shadow_grades_request_id", "request_id"),
+        Index("ix_shadow_grades_team_created_at", "team", "created_at"),
+    )

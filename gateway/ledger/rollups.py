@@ -10,6 +10,10 @@ Rows skipped by the ledger's `ON CONFLICT DO NOTHING` (a replayed spool batch) n
 triggers, so nothing is counted twice. Reports read whole hours from here and the partial hours at
 the edges of a range from the ledger itself, in the same shape (`ledger_as_rollup`).
 
+Only client requests are rolled up: since migration 0004 the triggers skip ledger rows whose
+`cost_class` is not 'request' (the quality sampler's shadow and judge calls, reported on their own),
+and `ledger_as_rollup` does the same. A migration re-creating the triggers passes `requests_only=True`.
+
 Key columns are never NULL ('' stands for "none") so that upserts find their row on both databases.
 """
 
@@ -88,19 +92,20 @@ def _upsert_tail() -> str:
     return f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
 
 
-def trigger_ddl(dialect: str) -> list[str]:
-    """Statements that install the triggers (used by migration 0003)."""
+def trigger_ddl(dialect: str, *, requests_only: bool = False) -> list[str]:
+    """Statements that install the triggers (0003 without, 0004 onwards with `requests_only`)."""
     columns = ", ".join(("hour", *KEYS, *MEASURES))
     if dialect == "postgresql":
         exprs = row_expressions(dialect, "n")
         group = ("hour", *KEYS)
         select_list = ", ".join([exprs[name] for name in group] + [f"SUM({exprs[m]})" for m in MEASURES])
         positions = ", ".join(str(i + 1) for i in range(len(group)))
+        where = "WHERE n.cost_class = 'request' " if requests_only else ""
         return [
             f"""CREATE OR REPLACE FUNCTION ledger_rollup_hourly_ins() RETURNS trigger AS $$
 BEGIN
   INSERT INTO ledger_rollup_hourly ({columns})
-  SELECT {select_list} FROM new_rows n GROUP BY {positions} ORDER BY {positions}
+  SELECT {select_list} FROM new_rows n {where}GROUP BY {positions} ORDER BY {positions}
   {_upsert_tail()};
   RETURN NULL;
 END $$ LANGUAGE plpgsql""",
@@ -112,6 +117,7 @@ END $$ LANGUAGE plpgsql""",
     values = ", ".join(exprs[name] for name in ("hour", *KEYS, *MEASURES))
     return [
         f"""CREATE TRIGGER ledger_rollup_hourly_ins AFTER INSERT ON ledger_entries FOR EACH ROW
+{"WHEN NEW.cost_class = 'request'" if requests_only else ""}
 BEGIN
   INSERT INTO ledger_rollup_hourly ({columns}) VALUES ({values})
   {_upsert_tail()};
@@ -173,7 +179,7 @@ def ledger_as_rollup(dialect: str) -> Select:
         case((latency.is_(None), 0), else_=1).label("latency_count"),
         func.coalesce(latency, 0.0).label("latency_ms_sum"),
         *buckets,
-    )
+    ).where(e.cost_class == "request")
 
 
 def percentile_ms(histogram: list[int], q: float) -> float | None:
