@@ -182,3 +182,29 @@ class ShadowGrade(Base):
         Index("ix_shadow_grades_request_id", "request_id"),
         Index("ix_shadow_grades_team_created_at", "team", "created_at"),
     )
+
+
+class DistillSample(Base):
+    """A captured prompt/response pair for fine-tuning the self-hosted tier (gateway/distill).
+    Stored after redaction; `prompt_hash` is the normalised prompt's SHA-256, for deduplication."""
+
+    __tablename__ = "distill_samples"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the request id (ledger row)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    team: Mapped[str] = mapped_column(String(128))
+    project: Mapped[str | None] = mapped_column(String(128))
+    policy: Mapped[str | None] = mapped_column(String(128))
+    deployment: Mapped[str] = mapped_column(String(256))
+    tier: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(256))
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    messages: Mapped[list] = mapped_column(JSON)  # the prompt: chat messages, tool calls kept
+    completion: Mapped[dict] = mapped_column(JSON)  # the assistant message to learn
+    tools: Mapped[list | None] = mapped_column(JSON)
+    redacted: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        Index("ix_distill_samples_team_created_at", "team", "created_at"),
+        Index("ix_distill_samples_prompt_hash", "prompt_hash"),
+    )
