@@ -23,10 +23,11 @@ from gateway.api.fastpath import FastPath
 from gateway.api.openai.routes import HOT_ROUTES
 from gateway.api.openai.routes import router as openai_router
 from gateway.auth.keys import KeyStore
-from gateway.auth.limits import Limits
+from gateway.auth.limits import create_limits
 from gateway.cache import ResponseCache
 from gateway.cache.admin_api import cache_admin_router
 from gateway.db.engine import create_engine, migrate
+from gateway.distill.capture import DistillCapture
 from gateway.errors import GatewayError
 from gateway.ledger.spool import Spool
 from gateway.ledger.writer import LedgerWriter
@@ -49,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.to_thread(migrate, settings.database_url)
         engine = create_engine(settings.database_url)
         keys = KeyStore(engine, settings.key_refresh_interval_s)
-        limits = Limits()
+        limits = create_limits(settings.redis_url)  # shared by the replicas through Redis when set
         spool = Spool(settings.spool_dir)
         ledger = LedgerWriter(
             engine,
@@ -62,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
         await keys.start()
         await policies.start()
         await upstreams.start()
-        await limits.load_spend(engine)
+        await limits.start(engine)
         metrics.LEDGER_SPOOL_PENDING.set_function(spool.pending_rows)
         ledger.start()
         app.state.engine = engine
@@ -71,8 +72,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.policies = policies
         cache = ResponseCache.from_url(settings.redis_url)
         app.state.response_cache = cache
+        distill = DistillCapture(engine, policies)  # captures only what policies opt in to
+        distill.start()
+        app.state.distill = distill
         app.state.pipeline = Pipeline(
-            settings, keys, limits, upstreams, ledger, policies, default_scorer(), cache
+            settings, keys, limits, upstreams, ledger, policies, default_scorer(), cache, observers=[distill]
         )
         # Everything loaded so far (litellm, pydantic schemas, models) lives for the whole process:
         # moving it out of the collector's sight keeps full collections from pausing requests.
@@ -86,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await ledger.close()  # drains pending rows to the database or the spool
+            await limits.close()  # after the ledger: its last rows settle their reservations
+            await distill.close()  # writes the samples still queued
             await keys.close()
             await policies.close()
             await upstreams.aclose()
