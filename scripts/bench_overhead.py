@@ -65,26 +65,20 @@ def _ms(value: str) -> float:
 
 
 def wrk(url: str, key: str, body: dict, connections: int, duration: int, workdir: Path) -> dict:
+    return wrk_run(url, WRK_SCRIPT.format(body=json.dumps(body), key=key), connections, duration, workdir)
+
+
+def wrk_run(url: str, script_text: str, connections: int, duration: int, workdir: Path) -> dict:
+    """One wrk run on core 1 with the given Lua script: latency percentiles (ms), req/s and errors."""
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=json.dumps(body), key=key))
+    script.write_text(script_text)
     out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+         "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout
+    ).stdout  # fmt: skip
     percentiles = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = sum(
