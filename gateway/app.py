@@ -29,6 +29,8 @@ from gateway.cache.admin_api import cache_admin_router
 from gateway.db.engine import create_engine, migrate
 from gateway.distill.capture import DistillCapture
 from gateway.errors import GatewayError
+from gateway.learning.feedback import router as feedback_router
+from gateway.learning.shadow import ShadowSampler
 from gateway.ledger.spool import Spool
 from gateway.ledger.writer import LedgerWriter
 from gateway.observability import metrics, tracing
@@ -75,8 +77,19 @@ def create_app(settings: Settings) -> FastAPI:
         distill = DistillCapture(engine, policies)  # captures only what policies opt in to
         distill.start()
         app.state.distill = distill
+        shadow = ShadowSampler(engine, upstreams, ledger)  # idle unless a policy enables sampling
+        await shadow.start()
+        app.state.shadow_sampler = shadow
         app.state.pipeline = Pipeline(
-            settings, keys, limits, upstreams, ledger, policies, default_scorer(), cache, observers=[distill]
+            settings,
+            keys,
+            limits,
+            upstreams,
+            ledger,
+            policies,
+            default_scorer(),
+            cache,
+            observers=[distill, shadow],
         )
         # Everything loaded so far (litellm, pydantic schemas, models) lives for the whole process:
         # moving it out of the collector's sight keeps full collections from pausing requests.
@@ -89,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await shadow.close()  # measurements still queued are dropped (their calls were never made)
             await ledger.close()  # drains pending rows to the database or the spool
             await limits.close()  # after the ledger: its last rows settle their reservations
             await distill.close()  # writes the samples still queued
@@ -102,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.include_router(openai_router)
     app.include_router(anthropic_router)
+    app.include_router(feedback_router)
     app.add_middleware(FastPath, routes={**HOT_ROUTES, "/v1/messages": anthropic_messages})
     app.include_router(admin_router)
     app.include_router(policy_admin_router)

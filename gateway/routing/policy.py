@@ -12,9 +12,9 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cache.policy import CacheSettings as ResponseCacheSettings
 from gateway.ledger.pricing import Price
@@ -85,6 +85,57 @@ class DistillationSettings(_Strict):
     redact: bool = Field(default=True, description="Pass both sides through the redaction hook first.")
 
 
+class ShadowSettings(_Strict):
+    """Shadow quality sampling (gateway/learning): off the request path, a share of the requests this
+    policy sent to a cheaper tier is also asked of `reference`, and the served answer is graded
+    against the reference answer. Shadow and judge calls are ledgered as their own cost class."""
+
+    enabled: bool = Field(default=False, description="Sample requests served by `tiers` (off by default).")
+    share: float = Field(default=0.05, ge=0, le=1, description="Share of eligible requests that is measured.")
+    tiers: list[Tier] = Field(
+        default_factory=lambda: [Tier.economy, Tier.selfhost],
+        min_length=1,
+        description="Tiers whose answers are measured (answers from `reference` itself never are).",
+    )
+    reference: str | None = Field(default=None, description="Deployment whose answer is the yardstick.")
+    grader: Literal["similarity", "judge"] = Field(
+        default="similarity",
+        description="'similarity': lexical cosine of the two answers (no extra call); 'judge': "
+        "LLM-as-judge through `judge` with the prompt in gateway/learning/README.md.",
+    )
+    judge: str | None = Field(default=None, description="Deployment that grades when grader is 'judge'.")
+    pass_grade: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="A grade (0..1) at or above this counts as 'as good as reference'.",
+    )
+    max_usd_per_day: Decimal = Field(
+        default=Decimal("1"), ge=0, description="Spending cap for shadow + judge calls per UTC day."
+    )
+
+    @model_validator(mode="after")
+    def _deployments_named(self) -> ShadowSettings:
+        if self.enabled and not self.reference:
+            raise ValueError("shadow sampling needs a reference deployment")
+        if self.grader == "judge" and not self.judge:
+            raise ValueError("grader 'judge' needs a judge deployment")
+        return self
+
+
+class QualitySettings(_Strict):
+    """How quality is measured (shadow sampling) and what recalibration aims for."""
+
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    target_retained: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="`gateway router calibrate --from-ledger`: the share of answers that should be as "
+        "good as the reference (quality retained) at the lowest projected cost.",
+    )
+
+
 class PolicySpec(_Strict):
     """The document admins write (YAML or JSON). Versioned; only valid versions can be activated."""
 
@@ -97,6 +148,7 @@ class PolicySpec(_Strict):
     constraints: Constraints = Field(default_factory=Constraints)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     distillation: DistillationSettings = Field(default_factory=DistillationSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @field_validator("bands")
     @classmethod
@@ -149,6 +201,10 @@ def check_references(spec: PolicySpec, deployments: Mapping[str, DeploymentFacts
     named += [(f"fallbacks.{source}", t) for source, targets in spec.fallbacks.items() for t in targets]
     if spec.baseline:
         named.append(("baseline", spec.baseline))
+    shadow = spec.quality.shadow
+    named += [
+        (f"quality.shadow.{f}", getattr(shadow, f)) for f in ("reference", "judge") if getattr(shadow, f)
+    ]
     unknown = [f"{where}: {name!r}" for where, name in named if name not in deployments]
     if unknown:
         raise PolicyError(

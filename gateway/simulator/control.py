@@ -9,6 +9,7 @@ GET    /_sim/latency                     default and per-model latency
 POST   /_sim/latency                     {"ttft_ms": 200, "itl_ms": 20, "tokens": 64, "model": optional}
 POST   /_sim/clock                       {"advance_s": 301} moves the cache clock forward
 DELETE /_sim/cache                       forget every cached prompt prefix
+GET    /_sim/quality  POST /_sim/quality  per-model answer quality, judge models (quality.py)
 """
 
 from __future__ import annotations
@@ -99,6 +100,26 @@ def _clear_cache(sim: Simulator, request: Request) -> tuple[int, Any]:
     return 200, {"cleared": True}
 
 
+def _quality(sim: Simulator, request: Request) -> tuple[int, Any]:
+    return 200, {"models": dict(sim.model_quality), "judges": sorted(sim.judges)}
+
+
+def _set_quality(sim: Simulator, request: Request) -> tuple[int, Any]:
+    body = _object_body(request)
+    unknown = set(body) - {"model", "quality", "judge"}
+    model = body.get("model")
+    if unknown or not isinstance(model, str):
+        raise ValueError("expected {model, quality?, judge?}")
+    if "quality" in body:
+        quality = float(body["quality"])
+        if not 0 <= quality <= 1:
+            raise ValueError("quality must be in [0, 1]")
+        sim.model_quality[model] = quality
+    if body.get("judge"):
+        sim.judges.add(model)
+    return _quality(sim, request)
+
+
 _ROUTES = {
     ("GET", "/_sim/health"): _health,
     ("GET", "/_sim/stats"): _stats,
@@ -110,4 +131,6 @@ _ROUTES = {
     ("POST", "/_sim/latency"): _set_latency,
     ("POST", "/_sim/clock"): _advance_clock,
     ("DELETE", "/_sim/cache"): _clear_cache,
+    ("GET", "/_sim/quality"): _quality,
+    ("POST", "/_sim/quality"): _set_quality,
 }

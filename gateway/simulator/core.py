@@ -28,6 +28,8 @@ class Simulator:
         self.gemini_cache = PrefixCache(self.clock)
         self.anthropic_cache = BreakpointCache(self.clock)
         self._models = frozenset(self.config.models) if self.config.models else None
+        self.model_quality: dict[str, float] = {}  # see quality.py
+        self.judges: set[str] = set()
 
     def knows_model(self, model: str) -> bool:
         return self._models is None or model in self._models

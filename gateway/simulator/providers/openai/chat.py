@@ -17,6 +17,7 @@ from ...config import Latency
 from ...core import Simulator
 from ...generation import Generated, rng_for, value_for_schema
 from ...model_facts import facts_for
+from ...quality import degrade, judge_verdict, quality_for
 from ...tokens import encode, vocabulary
 from ..common import (
     SLOT,
@@ -206,6 +207,7 @@ class _Choice:
 
 
 def _generate_choice(
+    sim: Simulator,
     body: dict[str, Any],
     model: str,
     digest: bytes,
@@ -235,9 +237,13 @@ def _generate_choice(
             pieces, finish = pieces[:budget], "length"
         tool_call = {"id": new_id("call_"), "name": tool["name"]} if tool is not None else None
         return _Choice(pieces, finish, len(pieces) + reasoning, reasoning, tool_call)
+    if model in sim.judges and (verdict := judge_verdict(body)) is not None:
+        return _Choice([verdict], "stop", 1 + reasoning, reasoning)
     generated: Generated = generate(digest, seed, index, latency, budget, string_list(body.get("stop")))
     finish = "length" if generated.finish == "length" else "stop"
-    return _Choice(generated.pieces, finish, len(generated.pieces) + reasoning, reasoning)
+    quality = quality_for(body, model, sim.model_quality)
+    pieces = degrade(generated.pieces, quality, digest, model, seed, index)
+    return _Choice(pieces, finish, len(pieces) + reasoning, reasoning)
 
 
 def _cached_tokens(
@@ -284,7 +290,7 @@ async def chat_completions(sim: Simulator, request: Request) -> None:
     prompt = chat_prompt_tokens(body, encoding_name)
     cached = _cached_tokens(sim, request, body, model, prompt)
     digest = digest_tokens(prompt)
-    choices = [_generate_choice(body, model, digest, i, latency, budget) for i in range(n)]
+    choices = [_generate_choice(sim, body, model, digest, i, latency, budget) for i in range(n)]
     usage = _usage(len(prompt), cached, choices)
     sim.stats.tokens["prompt"] += usage["prompt_tokens"]
     sim.stats.tokens["cached"] += cached
