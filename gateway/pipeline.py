@@ -1,6 +1,7 @@
-"""One request, top to bottom: authenticate -> limits -> resolve the policy -> response cache (a hit
-is replayed) -> score and route -> upstream (prompt-caching transforms, retries, fallbacks) ->
-respond -> ledger row, metrics, cache store.
+"""One request, top to bottom: authenticate -> resolve the policy -> response cache (a hit is
+replayed) -> score and route -> budgets and rate limits (the estimated cost is reserved) -> upstream
+(prompt-caching transforms, retries, fallbacks) -> respond -> ledger row (the reservation settled
+with the actual cost), metrics, cache store.
 
 Each step is a call into the package that owns it; this module only sequences them and keeps the
 per-request facts (`Exchange`) that end up in the ledger row and the response headers.
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.auth.keys import KeyInfo, KeyStore
-from gateway.auth.limits import Limits
+from gateway.auth.limits import Admission, Limits
 from gateway.cache import CacheLookup, CacheScope, ResponseCache, sse_frames, wants_usage
 from gateway.errors import GatewayError, invalid_request, model_not_found, unauthorized
 from gateway.ledger.pricing import micros_to_usd
@@ -70,6 +71,7 @@ class Exchange:
     traceparent: str | None = None  # the caller's W3C trace context, for our spans
     cache_settings: CacheSettings | None = None
     cache_lookup: CacheLookup | None = None
+    admission: Admission | None = None  # the budget reservation `finish` settles
     # set by API surfaces that translate requests: (body, provider, model) -> body for that target
     adapt_body: Callable[[dict[str, Any], str, str], dict[str, Any]] | None = None
 
@@ -176,14 +178,15 @@ class Pipeline:
     async def handle(self, request: Request, ex: Exchange, body: dict[str, Any]) -> Response:
         """Serve an authenticated, validated request; every outcome is ledgered exactly once."""
         try:
-            self.limits.check(ex.key)
             self.resolve(ex, body)
             if ex.endpoint == "chat" and self.cache is not None:
                 ex.cache_lookup = await self.cache.lookup(self._cache_scope(ex), body, request.headers)
                 ex.cache_outcome = ex.cache_lookup.outcome
                 if ex.cache_lookup.response is not None:
+                    await self.admit(ex, body, [])  # free, but rate-limited and not past the budget
                     return self.replay(ex, body, ex.cache_lookup.response)
             chain = self.choose(ex, body, _tags(request))
+            await self.admit(ex, body, chain)
             if ex.stream:
                 return await self.stream(ex, chain, body)
             return await self.complete(ex, chain, body)
@@ -230,6 +233,11 @@ class Pipeline:
         ex.route_reason = decision.reason
         metrics.ROUTE_DECISIONS.labels(router.spec.name, decision.chain[0], decision.rule).inc()
         return [self.upstreams.targets[name] for name in decision.chain]
+
+    async def admit(self, ex: Exchange, body: dict[str, Any], chain: list[Target]) -> None:
+        """Budgets and rate limits (429), now that the price is known: reserves the request's estimated
+        cost on the dearest target of `chain`; `finish` settles it with the actual cost."""
+        ex.admission = await self.limits.admit(ex.key, ex.endpoint, body, chain)
 
     def _cache_scope(self, ex: Exchange) -> CacheScope:
         """Entries are partitioned by tenant (team and project) and by policy or deployment name."""
@@ -407,7 +415,7 @@ class Pipeline:
         overhead_s = self._overhead_s(ex)
         key = ex.key
         if key is not None:
-            self.limits.charge(key.id, ex.cost_micros)
+            self.limits.settle(key, ex.admission, ex.cost_micros)
         deployment = target.deployment if target else None
         self.ledger.record(
             {

@@ -47,6 +47,10 @@ LEDGER_WRITE_ERRORS = Counter("tiergate_ledger_write_errors_total", "Failed ledg
 LEDGER_SPOOL_PENDING = Gauge("tiergate_ledger_spool_pending_rows", "Ledger rows waiting in the spool.")
 AUTH_FAILURES = Counter("tiergate_auth_failures_total", "Requests rejected for a missing or invalid key.")
 LIMITED = Counter("tiergate_limited_total", "Requests refused by a budget or rate limit.", ["reason"])
+LIMITS_DEGRADED = Gauge(
+    "tiergate_limits_degraded",
+    "1 while this replica enforces budgets and rate limits from its own memory because Redis is unreachable.",
+)
 SAVINGS = Counter(
     "tiergate_savings_usd_total",
     "Baseline minus actual cost in USD by team and source of saving; parts that cost more than the "
