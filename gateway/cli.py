@@ -227,6 +227,7 @@ def demo(
 
 def _mount_subcommands() -> None:
     from gateway.cache.cli import cache_app
+    from gateway.distill.cli import distill_app
     from gateway.ledger.report_cli import focus_export, report
     from gateway.routing.cli import router_app
     from gateway.routing.policy_cli import policy_app
@@ -240,6 +241,7 @@ def _mount_subcommands() -> None:
     app.add_typer(router_app, name="router")
     app.add_typer(cache_app, name="cache")
     app.add_typer(selfhost_app, name="selfhost")
+    app.add_typer(distill_app, name="distill")
 
 
 _mount_subcommands()
