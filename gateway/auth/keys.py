@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Iterable
@@ -28,6 +29,17 @@ from gateway.periodic import Periodic
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "tg-"
+
+#: Team and project names. The response cache's tenant is `team/project` and `*` is the wildcard of
+#: policy assignments: names with `/` or `*` would let two tenants share one cache partition
+#: (`a/b` + `c` and `a` + `b/c`), so they are refused, as is surrounding whitespace.
+TENANT_NAME_PATTERN = r"^[^/*\s](?:[^/*]*[^/*\s])?$"
+_TENANT_NAME = re.compile(TENANT_NAME_PATTERN)
+
+
+def check_tenant_name(what: str, value: str) -> None:
+    if not _TENANT_NAME.match(value):
+        raise ValueError(f"{what} {value!r} is not allowed: no '/', no '*', no surrounding whitespace")
 
 
 def hash_key(key: str) -> str:
@@ -137,6 +149,10 @@ class KeyStore:
         """Create a key; returns the plaintext key (shown once) and the stored row."""
         if not team or not team.strip():
             raise ValueError("team is required")
+        team = team.strip()
+        check_tenant_name("team", team)
+        if project is not None:
+            check_tenant_name("project", project)
         if rpm_limit is not None and rpm_limit <= 0:
             raise ValueError("rpm_limit must be positive")
         key = KEY_PREFIX + secrets.token_urlsafe(32)

@@ -7,14 +7,28 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api.admin.routes import require_admin
+from gateway.api.openapi import ADMIN_ERRORS, ErrorResponse
 from gateway.cache.cache import BackendUnavailable, ResponseCache
 from gateway.errors import GatewayError
 
-cache_admin_router = APIRouter(prefix="/admin/cache", dependencies=[Depends(require_admin)], tags=["admin"])
+cache_admin_router = APIRouter(
+    prefix="/admin/cache",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses={
+        **ADMIN_ERRORS,
+        503: {"model": ErrorResponse, "description": "The cache backend is unavailable."},
+    },
+)
 
 
 class Invalidate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [{"required": ["tenant"]}, {"required": ["policy"]}, {"required": ["entry_id"]}]
+        },
+    )
 
     tenant: str | None = Field(default=None, min_length=1)
     policy: str | None = Field(default=None, min_length=1)

@@ -9,12 +9,15 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.admin.routes import require_admin
+from gateway.api.openapi import ADMIN_ERRORS
 from gateway.errors import GatewayError, invalid_request
 from gateway.routing.policy import PolicyError, PolicySpec, Router
 from gateway.routing.simulate import simulate
 from gateway.routing.store import PolicyReloader, PolicyStore
 
-router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin: policies"])
+router = APIRouter(
+    prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin: policies"], responses=ADMIN_ERRORS
+)
 
 
 def _reloader(request: Request) -> PolicyReloader:

@@ -14,12 +14,18 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.api.admin.routes import require_admin
+from gateway.api.openapi import ADMIN_ERRORS
 from gateway.errors import GatewayError, invalid_request
 from gateway.ledger.focus import COLUMNS, focus_rows
 from gateway.ledger.pricing import micros_to_usd
 from gateway.ledger.report import DIMENSIONS, ReportError, cost_report, key_spend
 
-router = APIRouter(prefix="/admin/reports", dependencies=[Depends(require_admin)], tags=["admin: reports"])
+router = APIRouter(
+    prefix="/admin/reports",
+    dependencies=[Depends(require_admin)],
+    tags=["admin: reports"],
+    responses=ADMIN_ERRORS,
+)
 
 
 def _prices(request: Request) -> dict:
@@ -34,10 +40,22 @@ def _bad(exc: ReportError) -> GatewayError:
     return invalid_request(str(exc), param=exc.param, code="invalid_report")
 
 
-@router.get("/cost", summary="Cost per query: actual vs baseline, savings by source, tokens, latency")
+_CSV = {"text/csv": {"schema": {"type": "string"}}}
+_DIMENSION = f"(?:{'|'.join(DIMENSIONS)})"
+
+
+@router.get(
+    "/cost",
+    summary="Cost per query: actual vs baseline, savings by source, tokens, latency",
+    responses={200: {"description": "The report (JSON, or CSV with `format=csv`).", "content": _CSV}},
+)
 async def cost(
     request: Request,
-    group_by: str = Query("deployment", description=f"Comma-separated: {', '.join(DIMENSIONS)}."),
+    group_by: str = Query(
+        "deployment",
+        description=f"Comma-separated, each at most once: {', '.join(DIMENSIONS)}.",
+        pattern=f"^{_DIMENSION}(?:,{_DIMENSION})*$",
+    ),
     since: datetime | None = Query(None, description="Start (inclusive), ISO 8601; naive means UTC."),
     until: datetime | None = Query(None, description="End (exclusive), ISO 8601; naive means UTC."),
     format: Literal["json", "csv"] = "json",
@@ -118,7 +136,12 @@ def _used(spent: int, budget: int | None) -> str | None:
     return f"{Decimal(100 * spent) / Decimal(budget):.2f}"
 
 
-@router.get("/focus", summary="FOCUS 1.2-compatible cost and usage CSV (streamed)")
+@router.get(
+    "/focus",
+    summary="FOCUS 1.2-compatible cost and usage CSV (streamed)",
+    response_class=StreamingResponse,
+    responses={200: {"description": "FOCUS rows as CSV.", "content": _CSV}},
+)
 async def focus(
     request: Request,
     since: datetime | None = None,

@@ -8,7 +8,8 @@ from decimal import Decimal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.auth.keys import KeyStore, key_to_dict
+from gateway.api.openapi import ADMIN_ERRORS
+from gateway.auth.keys import TENANT_NAME_PATTERN, KeyStore, key_to_dict
 from gateway.errors import GatewayError, forbidden, unauthorized
 from gateway.pipeline import _bearer_key
 
@@ -22,22 +23,30 @@ def require_admin(request: Request) -> None:
         raise unauthorized("Admin endpoints need the admin key.")
 
 
-router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+router = APIRouter(
+    prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"], responses=ADMIN_ERRORS
+)
 
 
 def _keys(request: Request) -> KeyStore:
     return request.app.state.keys
 
 
+#: Team and project names: no `/` (the cache's tenant is `team/project`, which must not be
+#: ambiguous) and no `*` (the wildcard of policy assignments), no surrounding whitespace.
+TENANT_NAME = TENANT_NAME_PATTERN
+MAX_BUDGET_USD = Decimal(1_000_000_000)  # a billion dollars a period: fits the ledger's integers
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    team: str = Field(min_length=1, max_length=128)
-    project: str | None = Field(default=None, max_length=128)
+    team: str = Field(min_length=1, max_length=128, pattern=TENANT_NAME)
+    project: str | None = Field(default=None, min_length=1, max_length=128, pattern=TENANT_NAME)
     name: str | None = Field(default=None, max_length=128)
-    budget_daily_usd: Decimal | None = Field(default=None, ge=0)
-    budget_monthly_usd: Decimal | None = Field(default=None, ge=0)
-    rpm_limit: int | None = Field(default=None, gt=0)
+    budget_daily_usd: Decimal | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
+    budget_monthly_usd: Decimal | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
+    rpm_limit: int | None = Field(default=None, gt=0, le=2**31 - 1)
 
 
 @router.post("/keys", status_code=201, summary="Create a virtual key (the key is shown only here)")

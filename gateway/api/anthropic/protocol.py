@@ -6,10 +6,10 @@ wrong; other fields pass through (`extra="allow"`) so new API parameters work wi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
 from gateway.errors import GatewayError
@@ -34,31 +34,78 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class Block(_Open):
+    """A content block (`text`, `image`, `tool_use`, `tool_result`, `thinking`, ...)."""
+
+    type: str = Field(min_length=1)
+
+
+class TextBlock(_Open):
+    type: Literal["text"]
+    text: str
+
+
 class Message(_Open):
     role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: str | Annotated[list[Block], Field(min_length=1)]
 
 
 class Tool(_Open):
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
-    input_schema: dict[str, Any] | None = None  # absent on server tools (`type: web_search_...`)
+    # An object when given; absent on server tools (`type: web_search_...`).
+    input_schema: dict[str, Any] = Field(default=None, json_schema_extra={"type": "object"})
+
+
+class ToolChoice(_Open):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str = Field(default=None, min_length=1, description="Required with `type: tool`.")
+
+    @model_validator(mode="after")
+    def _tool_needs_name(self) -> ToolChoice:
+        if self.type == "tool" and self.name is None:
+            raise ValueError("tool_choice of type 'tool' needs a 'name'")
+        return self
 
 
 class MessagesRequest(_Open):
     model: str = Field(min_length=1, max_length=256)
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1, le=2**31 - 1)
     messages: list[Message] = Field(min_length=1)
-    system: str | list[dict[str, Any]] | None = None
+    system: str | list[TextBlock] | None = None
     stream: bool | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
     stop_sequences: list[str] | None = None
     tools: list[Tool] | None = None
-    tool_choice: dict[str, Any] | None = None
+    tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
+
+
+class ContentBlock(_Open):
+    type: str
+
+
+class MessageUsage(_Open):
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cache_creation_input_tokens: int | None = Field(default=None, ge=0)
+    cache_read_input_tokens: int | None = Field(default=None, ge=0)
+
+
+class MessageResponse(_Open):
+    """The answer (relayed as SSE events instead with `stream: true`)."""
+
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    content: list[ContentBlock]
+    model: str
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    usage: MessageUsage
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:

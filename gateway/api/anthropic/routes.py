@@ -14,11 +14,17 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
-from gateway.api.anthropic.protocol import MessagesRequest, error_response, from_gateway_error
+from gateway.api.anthropic.protocol import (
+    MessageResponse,
+    MessagesRequest,
+    error_response,
+    from_gateway_error,
+)
 from gateway.api.anthropic.stream import StreamTranslator, translate_stream
 from gateway.api.anthropic.translate import for_provider, to_anthropic, to_openai
 from gateway.api.body import read_json, validation_error
-from gateway.errors import GatewayError
+from gateway.api.openapi import AnthropicErrorResponse, hot_route
+from gateway.errors import GatewayError, invalid_request
 from gateway.pipeline import Pipeline, RelayResponse
 
 router = APIRouter()
@@ -27,7 +33,23 @@ router = APIRouter()
 _BODY_HEADERS = frozenset({"content-length", "content-type"})
 
 
-@router.post("/v1/messages", summary="Create a message (Anthropic Messages API)")
+@router.post(
+    "/v1/messages",
+    summary="Create a message (Anthropic Messages API)",
+    **hot_route(
+        MessagesRequest,
+        MessageResponse,
+        streams=True,
+        error_model=AnthropicErrorResponse,
+        examples={
+            "message": {
+                "model": "claude-sonnet",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Say hi."}],
+            }
+        },
+    ),
+)
 async def messages(request: Request) -> Response:
     pipeline: Pipeline = request.app.state.pipeline
     ex = pipeline.begin(request, "chat")
@@ -43,7 +65,13 @@ async def messages(request: Request) -> Response:
         ex.requested_model = body.get("model") if isinstance(body.get("model"), str) else None
         pipeline.finish(ex, status=error.status, error_class=error.code)
         return from_gateway_error(error, {"x-request-id": ex.request_id})
-    openai_body, tool_names = to_openai(body)
+    try:
+        openai_body, tool_names = to_openai(body)
+    except Exception as exc:  # litellm's adapter trusts its input: odd shapes must not become 500s
+        error = invalid_request(f"The request could not be translated: {type(exc).__name__}.")
+        ex.requested_model = body["model"]
+        pipeline.finish(ex, status=error.status, error_class="untranslatable_request")
+        return from_gateway_error(error, {"x-request-id": ex.request_id})
     ex.adapt_body = for_provider  # once routed: e.g. `thinking` -> `reasoning_effort` for non-Claude models
     response = await pipeline.handle(request, ex, openai_body)
     return _to_anthropic(response, body["model"], tool_names)

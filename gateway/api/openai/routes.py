@@ -7,7 +7,16 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from gateway.api.body import read_json, validate
-from gateway.api.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.api.openai.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+    ModelList,
+)
+from gateway.api.openapi import KEY_ERRORS, hot_route
 from gateway.errors import GatewayError
 from gateway.pipeline import Pipeline
 
@@ -35,17 +44,51 @@ async def _serve(request: Request, endpoint: str, schema: type[BaseModel]) -> Re
     return await pipeline.handle(request, ex, body)
 
 
-@router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
+_HI = [{"role": "user", "content": "Say hi."}]
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="Create a chat completion (OpenAI-compatible)",
+    **hot_route(
+        ChatCompletionRequest,
+        ChatCompletion,
+        streams=True,
+        examples={
+            "deployment": {"model": "gpt-4o-mini", "messages": _HI},
+            "policy": {"model": "auto", "messages": _HI, "max_tokens": 16},
+            "stream": {"model": "gpt-4o-mini", "messages": _HI, "stream": True},
+        },
+    ),
+)
 async def chat_completions(request: Request) -> Response:
     return await _serve(request, "chat", ChatCompletionRequest)
 
 
-@router.post("/v1/completions", summary="Create a text completion (OpenAI-compatible, legacy)")
+@router.post(
+    "/v1/completions",
+    summary="Create a text completion (OpenAI-compatible, legacy)",
+    **hot_route(
+        CompletionRequest,
+        Completion,
+        streams=True,
+        examples={"prompt": {"model": "gpt-4o-mini", "prompt": "Say hi.", "max_tokens": 16}},
+    ),
+)
 async def completions(request: Request) -> Response:
     return await _serve(request, "completions", CompletionRequest)
 
 
-@router.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
+@router.post(
+    "/v1/embeddings",
+    summary="Create embeddings (OpenAI-compatible)",
+    **hot_route(
+        EmbeddingRequest,
+        EmbeddingList,
+        streams=False,
+        examples={"text": {"model": "gpt-4o-mini", "input": ["Say hi.", "Say bye."]}},
+    ),
+)
 async def embeddings(request: Request) -> Response:
     return await _serve(request, "embeddings", EmbeddingRequest)
 
@@ -58,7 +101,12 @@ HOT_ROUTES = {
 }
 
 
-@router.get("/v1/models", summary="Models this key may call: its policy, named policies, deployments")
+@router.get(
+    "/v1/models",
+    summary="Models this key may call: its policy, named policies, deployments",
+    response_model=ModelList,
+    responses=KEY_ERRORS,
+)
 async def list_models(request: Request) -> dict:
     pipeline = _pipeline(request)
     key = pipeline.authenticate(request, pipeline.begin(request, "models"))
