@@ -25,8 +25,20 @@ class Usage:
         return self.input_uncached + self.input_cache_read + self.input_cache_write
 
 
+#: No request uses a trillion tokens; a larger count is an upstream bug, clamped so that it can
+#: neither overflow the ledger's 64-bit columns nor the cost arithmetic.
+MAX_TOKENS = 2**40
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+    """A token count as reported: a positive integer, else 0 (bools, floats, strings, junk)."""
+    if type(value) is not int or value <= 0:
+        return 0
+    return min(value, MAX_TOKENS)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def from_openai(usage: dict[str, Any] | None) -> Usage | None:
@@ -36,23 +48,25 @@ def from_openai(usage: dict[str, Any] | None) -> Usage | None:
     (prompt_tokens = input + cache reads + cache writes) and adds the cache-write counts, which is
     why cache writes are looked up in both places.
     """
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return None
     prompt = _int(usage.get("prompt_tokens"))
-    details = usage.get("prompt_tokens_details") or {}
-    cache_read = _int(details.get("cached_tokens")) or _int(usage.get("cache_read_input_tokens"))
-    cache_write = _int(details.get("cache_creation_tokens")) or _int(usage.get("cache_creation_input_tokens"))
-    write_details = details.get("cache_creation_token_details") or usage.get("cache_creation") or {}
-    cache_write_1h = min(_int(write_details.get("ephemeral_1h_input_tokens")), cache_write)
-    completion_details = usage.get("completion_tokens_details") or {}
+    details = _dict(usage.get("prompt_tokens_details"))
+    cache_read = min(_int(details.get("cached_tokens")) or _int(usage.get("cache_read_input_tokens")), prompt)
+    cache_write = min(
+        _int(details.get("cache_creation_tokens")) or _int(usage.get("cache_creation_input_tokens")),
+        prompt - cache_read,
+    )
+    write_details = _dict(details.get("cache_creation_token_details")) or _dict(usage.get("cache_creation"))
     output = _int(usage.get("completion_tokens"))
     return Usage(
-        input_uncached=max(prompt - cache_read - cache_write, 0),
-        input_cache_read=min(cache_read, prompt),
-        input_cache_write=min(cache_write, max(prompt - cache_read, 0)),
-        input_cache_write_1h=cache_write_1h,
+        input_uncached=prompt - cache_read - cache_write,
+        input_cache_read=cache_read,
+        input_cache_write=cache_write,
+        # clipped to the writes actually counted (they may have been clipped to prompt_tokens)
+        input_cache_write_1h=min(_int(write_details.get("ephemeral_1h_input_tokens")), cache_write),
         output=output,
-        reasoning=min(_int(completion_details.get("reasoning_tokens")), output),
+        reasoning=min(_int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")), output),
     )
 
 
@@ -62,10 +76,10 @@ def from_anthropic(usage: dict[str, Any] | None) -> Usage | None:
     `input_tokens` excludes cache reads and writes; `cache_creation` splits the writes by TTL
     (without it, all writes count as 5-minute writes, the API's default).
     """
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return None
     cache_write = _int(usage.get("cache_creation_input_tokens"))
-    split = usage.get("cache_creation") or {}
+    split = _dict(usage.get("cache_creation"))
     return Usage(
         input_uncached=_int(usage.get("input_tokens")),
         input_cache_read=_int(usage.get("cache_read_input_tokens")),
@@ -82,7 +96,7 @@ def from_gemini(usage_metadata: dict[str, Any] | None) -> Usage | None:
     input on top of it. Thinking tokens (`thoughtsTokenCount`) are billed as output; Gemini reports
     them outside `candidatesTokenCount` unless the counts already add up to `totalTokenCount`.
     """
-    if not usage_metadata:
+    if not usage_metadata or not isinstance(usage_metadata, dict):
         return None
 
     def field(camel: str, snake: str) -> int:
