@@ -47,3 +47,8 @@ def samples(gw) -> list[DistillSample]:
             return list(conn.execute(select(DistillSample).order_by(DistillSample.created_at)))
     finally:
         engine.dispose()
+
+
+from tests.selfhost.conftest import tiny_models, vllm_python  # noqa: E402  (real vLLM fixtures)
+
+__all__ = ["tiny_models", "vllm_python"]
