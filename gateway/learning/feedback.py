@@ -131,3 +131,44 @@ async def submit_feedback(request: Request) -> JSONResponse:
         },
         status_code=201,
     )
+
+
+async def feedback_export(
+    engine, since: datetime | None = None, until: datetime | None = None, team: str | None = None
+) -> list[dict]:
+    """Every feedback row with its request's ledger facts (for exports), oldest first."""
+    e = LedgerEntry
+    query = (
+        select(
+            Feedback.id,
+            Feedback.created_at,
+            Feedback.request_id,
+            Feedback.submitted_by,
+            Feedback.score,
+            Feedback.thumbs,
+            Feedback.comment,
+            e.team,
+            e.project,
+            e.policy,
+            e.policy_version,
+            e.tier,
+            e.deployment,
+            e.complexity_score,
+            e.cost_micros,
+            e.created_at.label("request_created_at"),
+        )
+        .join(e, e.id == Feedback.request_id)
+        .order_by(Feedback.created_at, Feedback.id)
+    )
+    if since is not None:
+        query = query.where(Feedback.created_at >= since)
+    if until is not None:
+        query = query.where(Feedback.created_at < until)
+    if team is not None:
+        query = query.where(e.team == team)
+    async with engine.connect() as conn:
+        rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+    for row in rows:
+        for name in ("created_at", "request_created_at"):
+            row[name] = row[name].isoformat()
+    return rows

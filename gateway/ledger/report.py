@@ -5,6 +5,9 @@ deployment, cache outcome, day or hour.
 Whole hours are read from the hourly rollup (`gateway.ledger.rollups`), the partial hours at the
 edges of a range from the ledger itself, so a report over millions of rows touches thousands.
 
+Only client requests (`cost_class` 'request') are in these figures; the quality sampler's shadow and
+judge calls are reported beside them by `cost_at_quality` (and `gateway.learning.stats`).
+
 Savings attribution (per request; the parts always sum to baseline minus actual):
 - semantic_cache: a response served from the cache (exact or semantic hit) saves its whole baseline
   cost minus whatever it cost (normally nothing).
@@ -29,7 +32,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.models import LedgerEntry
+from gateway.db.models import LedgerEntry, ShadowGrade
 from gateway.ledger import rollups
 from gateway.ledger.pricing import Price, micros_to_usd
 
@@ -435,6 +438,7 @@ async def summary(
             func.avg(LedgerEntry.latency_ms).label("mean_latency_ms"),
             func.sum((LedgerEntry.status_code >= 400).cast(LedgerEntry.attempts.type)).label("errors"),
         )
+        .where(LedgerEntry.cost_class == "request")
         .group_by(column)
         .order_by(func.sum(LedgerEntry.cost_micros).desc())
     )
@@ -451,3 +455,127 @@ async def summary(
         row["savings_pct"] = round(100 * (baseline - cost) / baseline, 1) if baseline else 0.0
         row["cost_per_query_micros"] = cost // row["requests"] if row["requests"] else 0
     return rows
+
+
+# --- cost per query at quality (the learning loop's report) ------------------------------------
+
+AT_QUALITY_DIMENSIONS = ("team", "project", "policy", "tier", "deployment", "day")
+
+
+async def measurement_costs(
+    engine: AsyncEngine, dims: tuple[str, ...], since: datetime | None, until: datetime | None
+) -> dict[tuple, int]:
+    """Shadow and judge calls' cost, attributed to the measured request's team, tier, ... (the
+    ledger joined to itself on `parent_request_id`), by the measured request's time."""
+    parent = LedgerEntry.__table__.alias("parent")
+    m = LedgerEntry.__table__.alias("m")
+    query = (
+        select(*(parent.c[d] for d in dims if d != "day"), parent.c.created_at, m.c.cost_micros)
+        .select_from(m.join(parent, parent.c.id == m.c.parent_request_id))
+        .where(m.c.cost_class != "request")
+    )
+    if since is not None:
+        query = query.where(parent.c.created_at >= since)
+    if until is not None:
+        query = query.where(parent.c.created_at < until)
+    costs: dict[tuple, int] = {}
+    async with engine.connect() as conn:
+        for row in (await conn.execute(query)).mappings():
+            key = tuple(as_utc(row["created_at"]).date().isoformat() if d == "day" else row[d] for d in dims)
+            costs[key] = costs.get(key, 0) + int(row["cost_micros"])
+    return costs
+
+
+async def cost_at_quality(
+    engine: AsyncEngine,
+    group_by: str | Iterable[str] = "team,tier",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    prices: Mapping[str, Price] | None = None,
+    filters: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Savings beside quality retained, per group: the cost report joined with shadow grades.
+
+    Per group, each deployment's requests count with the quality retained measured for them (the
+    pass rate of their shadow grades in that group); requests served by a reference deployment
+    count as 1 by definition; deployments with no grades are left out of the quality figure
+    (`quality_coverage_pct` says how much of the traffic it covers). The interval weights each
+    deployment's 95 % Wilson bounds the same way. `cost_per_query_at_quality_usd` is cost per query
+    divided by quality retained: what one answer as good as the reference's costs. Measurement
+    (shadow + judge calls) is shown beside, never inside, the savings.
+    """
+    from gateway.learning.stats import quality_cells, wilson
+
+    dims = parse_group_by(group_by)
+    bad = [d for d in dims if d not in AT_QUALITY_DIMENSIONS]
+    if bad:
+        raise ReportError(
+            f"cannot group cost at quality by {', '.join(bad)}; choose from {', '.join(AT_QUALITY_DIMENSIONS)}",
+            "group_by",
+        )
+    since, until = as_utc(since), as_utc(until)
+    cell_dims = dims if "deployment" in dims else (*dims, "deployment")
+    costs = await cost_report(engine, cell_dims, since, until, prices, filters)
+    _, grades = await quality_cells(engine, cell_dims, since, until, filters)
+    async with engine.connect() as conn:
+        references = set((await conn.execute(select(ShadowGrade.reference_deployment).distinct())).scalars())
+    measured = await measurement_costs(engine, dims, since, until)
+    groups: dict[tuple, dict[str, Any]] = {}
+    for key, totals in costs.groups:
+        group = tuple(key[d] for d in dims)
+        acc = groups.setdefault(
+            group, {"totals": Totals(), "known": 0, "q": 0.0, "low": 0.0, "high": 0.0, "graded": 0}
+        )
+        acc["totals"].add(totals)
+        cell = grades.get(tuple(key[d] for d in cell_dims))
+        if key["deployment"] in references:
+            quality, interval = 1.0, (1.0, 1.0)
+        elif cell is not None and cell.grades:
+            quality, interval = cell.retained, wilson(cell.passed, len(cell.grades))
+            acc["graded"] += len(cell.grades)
+        else:
+            continue
+        acc["known"] += totals.requests
+        acc["q"] += totals.requests * quality
+        acc["low"] += totals.requests * interval[0]
+        acc["high"] += totals.requests * interval[1]
+    data = []
+    for group, acc in sorted(groups.items(), key=lambda item: tuple(str(v) for v in item[0])):
+        totals: Totals = acc["totals"]
+        known = acc["known"]
+        quality = acc["q"] / known if known else None
+        base = totals.to_dict()
+        per_query = base["cost_per_query_usd"]
+        measurement = measured.get(group, 0)
+        data.append(
+            {
+                "group": dict(zip(dims, group, strict=True)),
+                "requests": totals.requests,
+                "cost_usd": base["cost_usd"],
+                "baseline_cost_usd": base["baseline_cost_usd"],
+                "savings_usd": base["savings_usd"],
+                "savings_pct": base["savings_pct"],
+                "cost_per_query_usd": per_query,
+                "quality_retained": None if quality is None else round(quality, 4),
+                "quality_retained_ci": None
+                if not known
+                else [round(acc["low"] / known, 4), round(acc["high"] / known, 4)],
+                "quality_coverage_pct": _ratio_pct(known, totals.requests),
+                "graded": acc["graded"],
+                "cost_per_query_at_quality_usd": None
+                if not quality or per_query is None
+                else str(
+                    (Decimal(per_query) / Decimal(str(quality))).quantize(
+                        Decimal("0.000000001"), ROUND_HALF_EVEN
+                    )
+                ),
+                "measurement_cost_usd": micros_to_usd(measurement),
+                "net_savings_usd": micros_to_usd(totals.total_savings_micros - measurement),
+            }
+        )
+    return {
+        "group_by": list(dims),
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "data": data,
+    }

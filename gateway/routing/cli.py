@@ -245,12 +245,32 @@ def score(
 @router_app.command()
 def calibrate(
     reference: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="JSONL of your traffic: {prompt | messages} rows, or {score} rows from `score`; "
             "add weak_quality and strong_quality for --min-pgr."
         ),
-    ],
+    ] = None,
+    from_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--from-ledger",
+            help="Fit --policy's threshold on the ledger (shadow grades, feedback, scored traffic) and "
+            "store the result as a candidate version (see gateway/learning/README.md).",
+        ),
+    ] = False,
+    policy: Annotated[str | None, typer.Option(help="--from-ledger: the policy to recalibrate.")] = None,
+    team: Annotated[str | None, typer.Option(help="--from-ledger: only this team's traffic.")] = None,
+    target: Annotated[
+        float | None, typer.Option(help="--from-ledger: quality retained to reach (default: the policy's).")
+    ] = None,
+    last: Annotated[int, typer.Option(help="--from-ledger: the last N scored requests.")] = 5000,
+    save_as: Annotated[
+        str | None, typer.Option(help="--from-ledger: store the candidate under this policy name.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="--from-ledger: gateway config (database).")
+    ] = None,
     strong_share: Annotated[
         list[float] | None, typer.Option(help="Target share of strong-model calls (repeatable).")
     ] = None,
@@ -267,6 +287,13 @@ def calibrate(
 
     from router_models.calibration import for_min_pgr, for_strong_share
 
+    if from_ledger:
+        if not policy:
+            raise typer.BadParameter("--from-ledger needs --policy", param_hint="--policy")
+        typer.echo(json.dumps(_calibrate_from_ledger(policy, team, target, last, save_as, config), indent=2))
+        return
+    if reference is None:
+        raise typer.BadParameter("give --reference (a JSONL of traffic) or --from-ledger")
     if not strong_share and not min_pgr:
         raise typer.BadParameter("give at least one --strong-share or --min-pgr")
     rows = list(_read_jsonl(reference))
@@ -304,6 +331,47 @@ def calibrate(
         console.print(f"wrote {output}")
     else:
         typer.echo(text, nl=False)
+
+
+def _calibrate_from_ledger(
+    policy: str, team: str | None, target: float | None, last: int, save_as: str | None, config: Path | None
+) -> dict[str, Any]:
+    """Recalibrate, store the candidate (not activated) and dry-run it against the active version."""
+    from gateway.learning.calibrate import CalibrationError, calibrate_policy
+    from gateway.routing.policy import Router
+    from gateway.routing.policy_cli import _default_actor, _run
+    from gateway.routing.simulate import simulate
+
+    async def action(store, engine):
+        listed = {row["name"]: row for row in await store.list()}
+        if policy not in listed:
+            raise LookupError(f"no policy {policy!r}")
+        row = listed[policy]
+        found = await store.get(policy, row["active_version"] or row["latest_version"])
+        spec = store.validate(found["document"])
+        try:
+            result = await calibrate_policy(
+                engine, spec, store.deployments, team=team, target=target, last=last
+            )
+        except CalibrationError as exc:
+            console.print(f"[red]cannot calibrate:[/red] {exc}")
+            raise typer.Exit(1) from None
+        document = result.pop("document")
+        if save_as:
+            document["name"] = save_as
+        comment = (
+            f"calibrated from ledger on v{found['version']}"
+            + (f" for team {team}" if team else "")
+            + f": threshold {result['before']['threshold']} -> {result['after']['threshold']}"
+        )
+        version = await store.create(document, _default_actor(), comment)
+        candidate = Router(store.validate(document), version, store.deployments)
+        book = await store.load()
+        active = book.routers.get(document["name"]) or book.routers.get(policy)
+        dry_run = await simulate(engine, candidate, active, store.deployments, last, team)
+        return {**result, "candidate": {"policy": document["name"], "version": version}, "dry_run": dry_run}
+
+    return _run(config, action)
 
 
 if __name__ == "__main__":

@@ -323,6 +323,10 @@ class Router:
                 chain.append(name)
         return tuple(chain)
 
+    def facts(self, name: str) -> DeploymentFacts:
+        """Tier, price and context window of a deployment this policy knows."""
+        return self._deployments[name]
+
     def deployments(self) -> set[str]:
         names = {b.deployment for b in self.spec.bands}
         return names | {t for targets in self.spec.fallbacks.values() for t in targets}

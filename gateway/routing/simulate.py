@@ -1,6 +1,7 @@
 """Dry-run a candidate policy against history: replay the last N routed ledger rows (their
 complexity scores and token counts) and project cost, tier mix and savings against the active
-policy, before anyone activates the candidate."""
+policy, before anyone activates the candidate; with shadow grades or feedback for the policy, also its
+projected quality retained (`gateway.learning.calibrate.project_quality`)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,11 @@ async def simulate(
         baseline += (
             facts[baseline_name].price.list_cost_micros(usage) if baseline_name else row.baseline_cost_micros
         )
+    from gateway.learning.calibrate import project_quality  # quality beside cost, from shadow grades
+
+    quality = await project_quality(engine, {"candidate": candidate, "active": active}, team, last)
     return {
+        "quality": quality,
         "rows": len(rows),
         "team": team,
         "baseline_deployment": baseline_name,

@@ -70,6 +70,9 @@ def policy(threshold: float = 0.9, **shadow: Any) -> dict[str, Any]:
             {"from": threshold, "to": 1.0, "deployment": "gpt-4o"},
         ],
         "quality": {"shadow": settings, "target_retained": 0.9},
+        "cache": {
+            "enabled": False
+        },  # every request reaches a model (the response cache has tests of its own)
     }
 
 

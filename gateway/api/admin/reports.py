@@ -18,7 +18,7 @@ from gateway.api.openapi import ADMIN_ERRORS
 from gateway.errors import GatewayError, invalid_request
 from gateway.ledger.focus import COLUMNS, focus_rows
 from gateway.ledger.pricing import micros_to_usd
-from gateway.ledger.report import DIMENSIONS, ReportError, cost_report, key_spend
+from gateway.ledger.report import DIMENSIONS, ReportError, cost_at_quality, cost_report, flatten, key_spend
 
 router = APIRouter(
     prefix="/admin/reports",
@@ -182,3 +182,80 @@ async def focus(
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="tiergate-focus-{granularity}.csv"'},
     )
+
+
+def _table(rows: list[dict], filename: str, format: str, payload: dict) -> Response:
+    if format == "json":
+        return Response(orjson.dumps(payload), media_type="application/json")
+    out = io.StringIO()
+    flat = [flatten(row) for row in rows]
+    if flat:
+        writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(flat)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/quality", summary="Quality retained (shadow grades) and feedback, with 95% intervals")
+async def quality(
+    request: Request,
+    group_by: str = Query(
+        "tier", description="Comma-separated: team, project, policy, tier, deployment, task_cluster, day."
+    ),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    format: Literal["json", "csv"] = "json",
+    team: str | None = None,
+    tier: str | None = None,
+    policy: str | None = None,
+) -> Response:
+    from gateway.learning.stats import quality_report
+
+    filters = {k: v for k, v in (("team", team), ("tier", tier), ("policy", policy)) if v is not None}
+    try:
+        report = await quality_report(request.app.state.engine, group_by, since, until, filters)
+    except ReportError as exc:
+        raise _bad(exc) from None
+    rows = [{**row["group"], **{k: v for k, v in row.items() if k != "group"}} for row in report["data"]]
+    return _table(rows, "tiergate-quality.csv", format, report)
+
+
+@router.get("/cost-at-quality", summary="Cost per query at quality: savings beside quality retained")
+async def at_quality(
+    request: Request,
+    group_by: str = Query(
+        "team,tier", description="Comma-separated: team, project, policy, tier, deployment, day."
+    ),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    format: Literal["json", "csv"] = "json",
+    team: str | None = None,
+    policy: str | None = None,
+) -> Response:
+    filters = {k: v for k, v in (("team", team), ("policy", policy)) if v is not None}
+    try:
+        report = await cost_at_quality(
+            request.app.state.engine, group_by, since, until, _prices(request), filters
+        )
+    except ReportError as exc:
+        raise _bad(exc) from None
+    rows = [{**row["group"], **{k: v for k, v in row.items() if k != "group"}} for row in report["data"]]
+    return _table(rows, "tiergate-cost-at-quality.csv", format, report)
+
+
+@router.get("/feedback", summary="Feedback export: every verdict with its request's ledger facts")
+async def feedback(
+    request: Request,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    team: str | None = None,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    from gateway.learning.feedback import feedback_export
+
+    rows = await feedback_export(request.app.state.engine, since, until, team)
+    return _table(rows, "tiergate-feedback.csv", format, {"data": rows})
