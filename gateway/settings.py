@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = None
     spool_dir: Path = Path(".tiergate/spool")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_json_containers: int = Field(
+        default=250_000,
+        gt=0,
+        description="At most this many JSON objects and arrays (counted as `{` and `[` bytes, also inside "
+        "strings) in a request body: bounds the memory a body at the size limit can cost.",
+    )
     ledger_flush_interval_s: float = Field(default=0.2, gt=0)
     ledger_batch_size: int = Field(default=500, gt=0)
     key_refresh_interval_s: float = Field(default=2.0, gt=0)

@@ -47,7 +47,7 @@ class TextBlock(_Open):
 
 class Message(_Open):
     role: Literal["user", "assistant"]
-    content: str | Annotated[list[Block], Field(min_length=1)]
+    content: str | Annotated[list[Block], Field(min_length=1, max_length=100_000, fail_fast=True)]
 
 
 class Tool(_Open):
@@ -71,14 +71,14 @@ class ToolChoice(_Open):
 class MessagesRequest(_Open):
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int = Field(ge=1, le=2**31 - 1)
-    messages: list[Message] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
+    messages: list[Message] = Field(min_length=1, max_length=100_000, fail_fast=True)
+    system: str | Annotated[list[TextBlock], Field(max_length=100_000, fail_fast=True)] | None = None
     stream: bool | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    stop_sequences: list[str] | None = None
-    tools: list[Tool] | None = None
+    stop_sequences: Annotated[list[str], Field(max_length=1024, fail_fast=True)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=1024, fail_fast=True)] | None = None
     tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None

@@ -54,7 +54,9 @@ async def messages(request: Request) -> Response:
     pipeline: Pipeline = request.app.state.pipeline
     ex = pipeline.begin(request, "chat")
     try:
-        body = await read_json(request, pipeline.settings.max_body_bytes)
+        body = await read_json(
+            request, pipeline.settings.max_body_bytes, pipeline.settings.max_json_containers
+        )
         pipeline.authenticate(request, ex)
     except GatewayError as error:
         return from_gateway_error(error, {"x-request-id": ex.request_id})

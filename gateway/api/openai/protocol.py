@@ -18,16 +18,35 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
 TokenCount = Annotated[int, Field(ge=1, le=INT32_MAX)]
 
+#: Array lengths. Besides documenting the limits, `fail_fast` stops at the first bad element: a
+#: body of a million wrong elements would otherwise build a million error records (hundreds of MB).
+MAX_MESSAGES = 100_000
+MAX_TOKENS_PER_PROMPT = 2**20
+MAX_BATCH = 2048  # prompts or embedding inputs per request (OpenAI's own limit)
+
+
+def bounded(item: Any, max_items: int, min_items: int = 0) -> Any:
+    return Annotated[list[item], Field(min_length=min_items, max_length=max_items, fail_fast=True)]
+
+
+TokenIds = bounded(TokenId, MAX_TOKENS_PER_PROMPT)
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class ContentPart(_Open):
+    """`text`, `image_url`, `input_audio`, `file`, `refusal`, ..."""
+
+    type: str = Field(min_length=1)
+
+
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | bounded(ContentPart, MAX_MESSAGES) | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: bounded(dict[str, Any], MAX_MESSAGES) | None = None
     tool_call_id: str | None = None
 
 
@@ -54,7 +73,7 @@ class _Sampling(_Open):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: TokenCount | None = None
-    stop: str | list[str] | None = None
+    stop: str | bounded(str, 64) | None = None
     seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -62,20 +81,20 @@ class _Sampling(_Open):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: bounded(ChatMessage, MAX_MESSAGES, min_items=1)
     max_completion_tokens: TokenCount | None = None
-    tools: list[Tool] | None = None
+    tools: bounded(Tool, 1024) | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
+    prompt: str | bounded(str, MAX_BATCH) | TokenIds | bounded(TokenIds, MAX_BATCH)
 
 
 class EmbeddingRequest(_Open):
     model: str = Field(min_length=1, max_length=256)
-    input: str | list[str] | list[TokenId] | list[list[TokenId]]
+    input: str | bounded(str, MAX_BATCH) | TokenIds | bounded(TokenIds, MAX_BATCH)
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: TokenCount | None = None
     user: str | None = None

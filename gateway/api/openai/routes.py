@@ -31,7 +31,9 @@ async def _serve(request: Request, endpoint: str, schema: type[BaseModel]) -> Re
     pipeline = _pipeline(request)
     ex = pipeline.begin(request, endpoint)
     try:
-        body = await read_json(request, pipeline.settings.max_body_bytes)
+        body = await read_json(
+            request, pipeline.settings.max_body_bytes, pipeline.settings.max_json_containers
+        )
         pipeline.authenticate(request, ex)
     except GatewayError as error:
         return error.response({"x-request-id": ex.request_id})
