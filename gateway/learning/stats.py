@@ -186,3 +186,16 @@ async def quality_report(
         "data": [{"group": dict(zip(dims, key, strict=True)), **cell.to_dict()} for key, cell in ordered],
         "total": total.to_dict(),
     }
+
+
+def flat_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A report row for CSV and tables: group dimensions first, each interval as _low / _high."""
+    flat: dict[str, Any] = dict(row.get("group") or {})
+    for name, value in row.items():
+        if name == "group":
+            continue
+        if name.endswith("_ci"):
+            flat[f"{name}_low"], flat[f"{name}_high"] = value if value else (None, None)
+        else:
+            flat[name] = value
+    return flat

@@ -10,6 +10,9 @@ from the rollup and the ledger's edge hours). Mapping of our ledger onto FOCUS:
 - ConsumedQuantity = PricingQuantity: tokens of the row's class (ConsumedUnit / PricingUnit "Tokens").
 - A request's (or aggregate's) cost is split over its token classes in proportion to each class's
   price, by largest remainder, so the class rows of a request sum exactly to its ledgered cost.
+- x_CostClass: 'request' for clients' requests, 'shadow' / 'judge' for the quality sampler's own
+  calls (gateway/learning). Those have no baseline (ListCost 0) and, in aggregates, rows of their own
+  (read from the ledger: the rollup holds requests only).
 - SubAccount = team; ProviderName / PublisherName / InvoiceIssuerName = the upstream provider
   ("self-hosted" for the vLLM tier); Resource = deployment; our own fields are `x_` columns.
 """
@@ -99,6 +102,7 @@ COLUMNS = (
     "x_Requests",
     "x_RequestId",
     "x_SavingsCost",
+    "x_CostClass",
 )
 
 # token class -> (price attribute on the served deployment, price attribute on the baseline)
@@ -179,8 +183,18 @@ def focus_records(
     provider = "self-hosted" if row["tier"] == "selfhost" else (row.get("provider") or "")
     billing_start, billing_end = _month(period[0])
     team, project, policy = row["team"] or "", row["project"] or "", row["policy"] or ""
+    cost_class = row.get("cost_class") or "request"
     tags = orjson.dumps(
-        {k: v for k, v in (("project", project), ("policy", policy), ("tier", row["tier"])) if v}
+        {
+            k: v
+            for k, v in (
+                ("project", project),
+                ("policy", policy),
+                ("tier", row["tier"]),
+                ("cost_class", "" if cost_class == "request" else cost_class),
+            )
+            if v
+        }
     )
     records = []
     for token_class, quantity in tokens.items():
@@ -238,6 +252,7 @@ def focus_records(
                 "x_Requests": str(row["requests"]),
                 "x_RequestId": row.get("id") or "",
                 "x_SavingsCost": _usd(listed[token_class] - effective[token_class]),
+                "x_CostClass": cost_class,
             }
         )
     return records
@@ -281,6 +296,7 @@ async def focus_rows(
     query = select(*keys, *sums).group_by(*keys).order_by(*keys)
     async with report_connection(engine) as conn:
         rows = (await conn.execute(query)).mappings().all()
+    rows = [*rows, *await _measurement_aggregates(engine, since, until, hours)]
     for row in rows:
         start = datetime.fromtimestamp(int(row["period"]) * hours * 3600, UTC)
         bounds = (max(start, since) if since else start, start + timedelta(hours=hours))
@@ -289,6 +305,37 @@ async def focus_rows(
         record_row = {**row, "provider": (providers or {}).get(row["deployment"], "")}
         for record in focus_records(record_row, bounds, prices, billing_account):
             yield record
+
+
+async def _measurement_aggregates(
+    engine: AsyncEngine, since: datetime | None, until: datetime | None, hours: int
+) -> list[dict[str, Any]]:
+    """Shadow and judge calls (not in the rollup) summed per period and rollup key, per cost class;
+    their volume is bounded by the sampler's daily spending cap, so they are read row by row."""
+    e = LedgerEntry
+    query = select(e).where(e.cost_class != "request")
+    if since is not None:
+        query = query.where(e.created_at >= since)
+    if until is not None:
+        query = query.where(e.created_at < until)
+    sums: dict[tuple, dict[str, Any]] = {}
+    async with engine.connect() as conn:
+        for entry in (await conn.execute(query)).mappings():
+            period = int(as_utc(entry["created_at"]).timestamp()) // 3600 // hours
+            key = (period, *(entry[k] or "" for k in rollups.KEYS), entry["cost_class"])
+            acc = sums.setdefault(
+                key,
+                {
+                    "period": period,
+                    **{k: entry[k] or "" for k in rollups.KEYS},
+                    "cost_class": entry["cost_class"],
+                }
+                | dict.fromkeys(("requests", *rollups.SUMS), 0),
+            )
+            acc["requests"] += 1
+            for name in rollups.SUMS:
+                acc[name] += int(entry[name] or 0)
+    return [sums[key] for key in sorted(sums)]
 
 
 def to_csv(records: Iterable[dict[str, str]]) -> str:

@@ -60,13 +60,25 @@ def report(
     since: SinceOption = None,
     until: UntilOption = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="cost (default); quality: quality retained and feedback with 95% intervals (adds the "
+            "task_cluster dimension); at-quality: savings beside quality retained."
+        ),
+    ] = "cost",
     config: ConfigOption = None,
 ) -> None:
     """Cost per query from the ledger: actual against baseline, savings by source, tokens, latency."""
     if format not in ("table", "csv", "json"):
         raise typer.BadParameter("choose table, csv or json", param_hint="--format")
+    if kind not in ("cost", "quality", "at-quality"):
+        raise typer.BadParameter("choose cost, quality or at-quality", param_hint="--kind")
     settings = load_settings(config)
     prices = deployment_prices(settings)
+    if kind != "cost":
+        _learning_report(settings, kind, group_by, since, until, format, prices)
+        return
     result: Report = _run(settings, lambda engine: cost_report(engine, group_by, since, until, prices))
     if format == "json":
         sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -74,6 +86,54 @@ def report(
         write_csv(result.flat_rows(), sys.stdout)
     else:
         Console(width=max(Console().width, 160)).print(report_table(result))
+
+
+QUALITY_COLUMNS = (
+    "graded",
+    "quality_retained",
+    "quality_retained_ci_low",
+    "quality_retained_ci_high",
+    "mean_grade",
+    "feedback_count",
+    "feedback_mean_score",
+    "measurement_cost_usd",
+)
+AT_QUALITY_COLUMNS = (
+    "requests",
+    "cost_per_query_usd",
+    "savings_pct",
+    "quality_retained",
+    "quality_retained_ci_low",
+    "quality_retained_ci_high",
+    "cost_per_query_at_quality_usd",
+    "measurement_cost_usd",
+    "net_savings_usd",
+)
+
+
+def _learning_report(settings, kind, group_by, since, until, format, prices) -> None:
+    from gateway.learning.stats import flat_row, quality_report
+    from gateway.ledger.report import cost_at_quality
+
+    if kind == "quality":
+        result = _run(settings, lambda engine: quality_report(engine, group_by, since, until))
+    else:
+        result = _run(settings, lambda engine: cost_at_quality(engine, group_by, since, until, prices))
+    rows = [flat_row(row) for row in result["data"]]
+    if format == "json":
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif format == "csv":
+        write_csv(rows, sys.stdout)
+    else:
+        wanted = QUALITY_COLUMNS if kind == "quality" else AT_QUALITY_COLUMNS
+        dims = result["group_by"]
+        title = (
+            "Quality retained (shadow grades, 95% CI)" if kind == "quality" else "Cost per query at quality"
+        )
+        table = Table(*dims, *wanted, title=title)
+        for row in rows:
+            table.add_row(*(str(row.get(c)) if row.get(c) is not None else "-" for c in (*dims, *wanted)))
+        Console(width=max(Console().width, 160)).print(table)
 
 
 def write_csv(rows: list[dict[str, Any]], out) -> None:

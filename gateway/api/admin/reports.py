@@ -16,9 +16,10 @@ from starlette.responses import Response, StreamingResponse
 from gateway.api.admin.routes import require_admin
 from gateway.api.openapi import ADMIN_ERRORS
 from gateway.errors import GatewayError, invalid_request
+from gateway.learning.stats import flat_row
 from gateway.ledger.focus import COLUMNS, focus_rows
 from gateway.ledger.pricing import micros_to_usd
-from gateway.ledger.report import DIMENSIONS, ReportError, cost_at_quality, cost_report, flatten, key_spend
+from gateway.ledger.report import DIMENSIONS, ReportError, cost_at_quality, cost_report, key_spend
 
 router = APIRouter(
     prefix="/admin/reports",
@@ -188,7 +189,7 @@ def _table(rows: list[dict], filename: str, format: str, payload: dict) -> Respo
     if format == "json":
         return Response(orjson.dumps(payload), media_type="application/json")
     out = io.StringIO()
-    flat = [flatten(row) for row in rows]
+    flat = [flat_row(row) for row in rows]
     if flat:
         writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
         writer.writeheader()
@@ -220,8 +221,7 @@ async def quality(
         report = await quality_report(request.app.state.engine, group_by, since, until, filters)
     except ReportError as exc:
         raise _bad(exc) from None
-    rows = [{**row["group"], **{k: v for k, v in row.items() if k != "group"}} for row in report["data"]]
-    return _table(rows, "tiergate-quality.csv", format, report)
+    return _table(report["data"], "tiergate-quality.csv", format, report)
 
 
 @router.get("/cost-at-quality", summary="Cost per query at quality: savings beside quality retained")
@@ -243,8 +243,7 @@ async def at_quality(
         )
     except ReportError as exc:
         raise _bad(exc) from None
-    rows = [{**row["group"], **{k: v for k, v in row.items() if k != "group"}} for row in report["data"]]
-    return _table(rows, "tiergate-cost-at-quality.csv", format, report)
+    return _table(report["data"], "tiergate-cost-at-quality.csv", format, report)
 
 
 @router.get("/feedback", summary="Feedback export: every verdict with its request's ledger facts")
