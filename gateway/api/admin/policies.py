@@ -3,9 +3,9 @@ simulate against history, assign to teams/projects, audit log. Admin key only.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.admin.routes import require_admin
@@ -40,6 +40,11 @@ def _invalid(exc: PolicyError) -> GatewayError:
     return invalid_request(f"Invalid policy: {exc}", param="document", code="invalid_policy")
 
 
+#: Versions are database integers: larger numbers are a 400, not an overflow in the driver.
+MAX_VERSION = 2**31 - 1
+Version = Annotated[int, Query(ge=1, le=MAX_VERSION)]
+
+
 class PolicyDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +55,7 @@ class PolicyDocument(BaseModel):
 class Activation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class Assignment(BaseModel):
@@ -64,7 +69,9 @@ class Assignment(BaseModel):
 class SimulationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(default=None, ge=1, description="A stored version (default: the latest).")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_VERSION, description="A stored version (default: the latest)."
+    )
     document: dict[str, Any] | None = Field(default=None, description="Or an unsaved candidate document.")
     last: int = Field(default=1000, ge=1, le=1_000_000)
     team: str | None = None
@@ -100,7 +107,7 @@ async def create_policy(request: Request, body: PolicyDocument) -> dict:
 
 
 @router.get("/policies/{name}", summary="A version of a policy (default: the active one)")
-async def show_policy(request: Request, name: str, version: int | None = None) -> dict:
+async def show_policy(request: Request, name: str, version: Version | None = None) -> dict:
     try:
         return await _store(request).get(name, version)
     except LookupError as exc:
@@ -108,7 +115,7 @@ async def show_policy(request: Request, name: str, version: int | None = None) -
 
 
 @router.get("/policies/{name}/diff", summary="Unified diff between two versions")
-async def diff_policy(request: Request, name: str, from_version: int, to_version: int) -> dict:
+async def diff_policy(request: Request, name: str, from_version: Version, to_version: Version) -> dict:
     try:
         return {"diff": await _store(request).diff(name, from_version, to_version)}
     except LookupError as exc:
