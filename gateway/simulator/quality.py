@@ -1,10 +1,13 @@
 """Deterministic per-model answer quality and a stand-in LLM judge (OpenAI chat only).
 
 Without quality settings every model gives the same answer to the same prompt (the *canonical*
-answer, derived from the prompt alone). With a quality q in [0, 1] for a model, each word of the
-canonical answer is kept with probability q and otherwise replaced by another word, from a random
-generator salted with the model name: a model of quality 1 gives the canonical answer, one of
-quality 0 an unrelated one, and the answers of two models overlap as their qualities say.
+answer, derived from the prompt alone). With a quality q in [0, 1], word i of the canonical answer is
+kept when u_i < q and otherwise replaced by w_i, where u_i and w_i are drawn from the prompt alone:
+an answer depends on the prompt and the quality, not on the model's name. A model of quality 1
+gives the canonical answer, one of quality 0 the same wrong answer as any other model of quality 0,
+and two answers agree on a share 1 - |q_a - q_b| of their words: graders see how far apart the two
+models' qualities are on that prompt (and, like any reference-based grader, cannot tell which one
+is the better when the reference is the worse).
 
 Quality comes from the request body's `sim_quality` object ({"<upstream model>": q}; the gateway
 passes unknown parameters through, so a test or benchmark can label each prompt), else from the
@@ -35,18 +38,16 @@ def quality_for(body: dict[str, Any], model: str, defaults: dict[str, float]) ->
     return defaults.get(model, 1.0)
 
 
-def degrade(pieces: list[str], quality: float, digest: bytes, model: str, seed: Any, index: int) -> list[str]:
+def degrade(pieces: list[str], quality: float, digest: bytes, seed: Any, index: int) -> list[str]:
     """The canonical `pieces` with each word replaced with probability 1 - quality."""
     if quality >= 1.0 or not pieces:
         return pieces
-    rng = rng_for(digest + model.encode(), seed, index)
+    rng = rng_for(digest + b"|quality", seed, index)  # the same draws for every model
     words = vocabulary()
     out = []
     for piece in pieces:
-        if rng.random() < quality:
-            out.append(piece)
-        else:
-            out.append((" " if piece.startswith(" ") else "") + rng.choice(words))
+        keep, other = rng.random(), rng.choice(words)  # both drawn each time: streams stay aligned
+        out.append(piece if keep < quality else (" " if piece.startswith(" ") else "") + other)
     return out
 
 

@@ -242,7 +242,7 @@ def _generate_choice(
     generated: Generated = generate(digest, seed, index, latency, budget, string_list(body.get("stop")))
     finish = "length" if generated.finish == "length" else "stop"
     quality = quality_for(body, model, sim.model_quality)
-    pieces = degrade(generated.pieces, quality, digest, model, seed, index)
+    pieces = degrade(generated.pieces, quality, digest, seed, index)
     return _Choice(pieces, finish, len(pieces) + reasoning, reasoning)
 
 
