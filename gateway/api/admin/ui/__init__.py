@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import FileResponse, RedirectResponse
 
+from gateway.api.admin.routes import require_admin
 from gateway.errors import GatewayError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -23,7 +24,21 @@ _HEADERS = {
     "referrer-policy": "no-referrer",
 }
 
-router = APIRouter(prefix="/admin/ui", tags=["admin: console"], include_in_schema=False)
+
+def refuse_other_credentials(request: Request) -> None:
+    """The console's files carry no data and load without credentials (a browser navigating cannot
+    send the admin key), but a request that presents a key must present the admin key: a tenant
+    key is refused here as on every other /admin route."""
+    if "authorization" in request.headers or "x-api-key" in request.headers:
+        require_admin(request)
+
+
+router = APIRouter(
+    prefix="/admin/ui",
+    tags=["admin: console"],
+    include_in_schema=False,
+    dependencies=[Depends(refuse_other_credentials)],
+)
 
 
 @router.get("")
