@@ -33,7 +33,8 @@ def parse_since(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise typer.BadParameter(f"{value!r}: use an ISO date/time or a look-back like 7d or 12h") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    # stored times are UTC (SQLite keeps no offset): compare in UTC
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @distill_app.command("export")

@@ -12,7 +12,7 @@ feedback, then the newest).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,7 +80,7 @@ def select_samples(engine: Engine, filters: Filters) -> tuple[list[dict[str, Any
             seen += 1
             row = {
                 "id": sample.id,
-                "created_at": sample.created_at,
+                "created_at": sample.created_at.replace(tzinfo=sample.created_at.tzinfo or UTC),
                 "team": sample.team,
                 "project": sample.project,
                 "deployment": sample.deployment,

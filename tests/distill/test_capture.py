@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 import pytest
 
@@ -162,3 +163,24 @@ def test_capture_on_postgres(make_gateway, postgres_url):
     (sample,) = samples(gw)
     assert sample.messages == [{"role": "user", "content": "ping me at [EMAIL]"}]
     assert sample.created_at.tzinfo is not None
+
+
+def test_anthropic_messages_are_captured_in_openai_form(make_gateway):
+    gw = make_gateway()
+    install_policy(gw, capture_policy(), team="claude-users")
+    client = anthropic.Anthropic(
+        base_url=gw.base_url, api_key=gw.create_key(team="claude-users"), max_retries=0
+    )
+    message = client.messages.create(
+        model="claude-sonnet",
+        max_tokens=256,
+        system="You are terse.",
+        messages=[{"role": "user", "content": "Reach me at kim@example.net"}],
+    )
+    (sample,) = samples(gw)
+    assert (sample.deployment, sample.tier) == ("claude-sonnet", "frontier")
+    assert sample.messages == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Reach me at [EMAIL]"},
+    ]
+    assert sample.completion == {"role": "assistant", "content": message.content[0].text}

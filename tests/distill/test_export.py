@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from gateway.cli import app as cli
 from gateway.db.engine import sync_url
 from gateway.db.models import DistillSample, Feedback, ShadowGrade
+from gateway.distill.cli import parse_since
 from tests.distill.conftest import capture_policy, install_policy, samples
 from tests.distill.test_capture import WEATHER_TOOL
 
@@ -169,6 +170,7 @@ def test_hf_folder_loads_with_datasets(captured, tmp_path):
     assert economy["feedback"] == pytest.approx(0.25) and economy["shadow_grade"] == pytest.approx(0.9)
     assert [m["role"] for m in economy["messages"]] == ["user", "assistant"]
     assert economy["messages"][0]["content"] == "Summarise this for [EMAIL]"
+    assert datetime.fromisoformat(economy["created_at"]).utcoffset() == timedelta(0)
     tool = rows[ids["tool"]]
     assert json.loads(tool["tools"]) == [WEATHER_TOOL]
     assert tool["messages"][-1]["tool_calls"][0]["function"]["name"] == "get_weather"
@@ -221,3 +223,10 @@ def test_export_from_postgres(make_gateway, postgres_url, tmp_path):
         "Explain vLLM",
         "Summarise this for [EMAIL]",
     ]
+
+
+def test_since_accepts_dates_offsets_and_look_backs():
+    assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_since("2026-11-01T12:00:00+02:00") == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert abs(parse_since("12h") - (datetime.now(UTC) - timedelta(hours=12))) < timedelta(seconds=5)
+    assert parse_since(None) is None

@@ -1,6 +1,8 @@
 """CPU smoke test of the LoRA recipe, end to end: samples captured through the gateway are exported,
 a LoRA adapter is trained for a few steps on the tiny local model (peft), merged, registered as a new
-catalogue entry, and that entry is served by real vLLM and answers the openai SDK."""
+catalogue entry, and that entry is served by real vLLM and answers the openai SDK. The merged
+checkpoint must predict a training answer better than the base, and vLLM's log-probabilities of that
+answer must match the checkpoint's: the served model is the fine-tuned one."""
 
 from __future__ import annotations
 
@@ -15,12 +17,30 @@ from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from selfhost.catalogue import DEFAULT_PATH, load
+from selfhost.distill.train_lora import tokenize
 from tests.distill.conftest import capture_policy, install_policy, samples
 from tests.selfhost.conftest import free_port, serving
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 PROMPTS = ["Name a prime number.", "Say hi.", "Count to three.", "What colour is the sky?", "Spell cat."]
+
+
+def tokenized(model_dir, example) -> tuple[list[int], list[int]]:
+    from transformers import AutoTokenizer
+
+    row = tokenize(AutoTokenizer.from_pretrained(model_dir), example, max_length=256)
+    return row["input_ids"], row["labels"]
+
+
+def answer_nll(model_dir, ids: list[int], labels: list[int]) -> float:
+    """Mean negative log-likelihood of the answer tokens under the checkpoint in `model_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        return model(torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
 
 
 def test_lora_fine_tune_is_served_by_vllm_as_a_catalogue_entry(
@@ -88,6 +108,13 @@ def test_lora_fine_tune_is_served_by_vllm_as_a_catalogue_entry(
         == original["model.layers.0.self_attn.q_proj.weight"].dtype
     )
 
+    # the merged checkpoint (read back as vLLM reads it) predicts a training answer better than the base
+    example = json.loads(data.read_text().splitlines()[0])
+    ids, labels = tokenized(tiny_models["main"], example)
+    base_nll = answer_nll(tiny_models["main"], ids, labels)
+    merged_nll = answer_nll(tmp_path / "out" / "model", ids, labels)
+    assert merged_nll < base_nll - 0.1, (base_nll, merged_nll)
+
     started = time.perf_counter()
     deployment = entry.model_copy(update={"base_port": free_port()})
     with serving(deployment, vllm_python, tmp_path / "state") as replica:
@@ -102,4 +129,17 @@ def test_lora_fine_tune_is_served_by_vllm_as_a_catalogue_entry(
         )
         assert answer.model == "tiny-distilled" and answer.usage.completion_tokens == 8
         assert answer.choices[0].message.content
+        # vLLM serves exactly the fine-tuned weights: its log-probabilities of the answer match
+        scored = vllm.completions.create(
+            model="tiny-distilled", prompt=ids, max_tokens=1, extra_body={"prompt_logprobs": 0}
+        )
+        logprobs = scored.choices[0].model_extra["prompt_logprobs"]
+        served = [-logprobs[i][str(ids[i])]["logprob"] for i in range(1, len(ids)) if labels[i] != -100]
+        served_nll = sum(served) / len(served)
+        assert abs(served_nll - merged_nll) < 0.1 and served_nll < base_nll - 0.1, (
+            base_nll,
+            merged_nll,
+            served_nll,
+        )
     print("smoke test timings (s):", {k: round(v, 1) for k, v in timings.items()})
+    print(f"answer NLL: base {base_nll:.3f}, merged {merged_nll:.3f}, served by vLLM {served_nll:.3f}")
