@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -184,3 +185,22 @@ def test_anthropic_messages_are_captured_in_openai_form(make_gateway):
         {"role": "user", "content": "Reach me at [EMAIL]"},
     ]
     assert sample.completion == {"role": "assistant", "content": message.content[0].text}
+
+
+def test_the_answering_deployment_decides_after_a_fallback(make_gateway, simulator):
+    """gpt-4o fails twice (its retry included) and gpt-4o-mini answers: an economy answer, not kept."""
+    gw = make_gateway()
+    install_policy(gw, {**capture_policy(), "fallbacks": {"gpt-4o": ["gpt-4o-mini"]}}, team="fb")
+    client = client_for(gw, "fb")
+    httpx.post(
+        f"{simulator.base_url}/_sim/faults", json={"status": 500, "count": 2, "model": "gpt-4o"}
+    ).raise_for_status()
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "fall back please"}]
+        )
+    finally:
+        httpx.delete(f"{simulator.base_url}/_sim/faults").raise_for_status()
+    assert raw.headers["x-tiergate-route"] == "economy/gpt-4o-mini"
+    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "no fault now"}])
+    assert [s.messages[0]["content"] for s in samples(gw)] == ["no fault now"]
