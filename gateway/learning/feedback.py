@@ -12,12 +12,14 @@ stored as score 1 / 0), plus an optional `comment` (at most 2,000 characters).
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import insert, select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
 from gateway.api.body import read_json, validation_error
@@ -25,6 +27,7 @@ from gateway.db.models import Feedback, LedgerEntry
 from gateway.errors import GatewayError, unauthorized
 from gateway.pipeline import _bearer_key
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["feedback"])
 
 ADMIN = "admin"
@@ -75,6 +78,12 @@ def _unknown(request_id: str) -> GatewayError:
     )
 
 
+def _unavailable() -> GatewayError:
+    return GatewayError(
+        503, "Feedback cannot be stored right now; retry later.", type="api_error", code="store_unavailable"
+    )
+
+
 async def _ledger_row(request: Request, request_id: str):
     query = select(LedgerEntry.team, LedgerEntry.project, LedgerEntry.cost_class).where(
         LedgerEntry.id == request_id
@@ -101,7 +110,11 @@ async def submit_feedback(request: Request) -> JSONResponse:
         verdict = FeedbackRequest.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    row = await _ledger_row(request, verdict.request_id)
+    try:
+        row = await _ledger_row(request, verdict.request_id)
+    except SQLAlchemyError:
+        log.exception("feedback: could not look up %s", verdict.request_id)
+        raise _unavailable() from None
     if (
         row is None
         or row.cost_class != "request"
@@ -117,8 +130,12 @@ async def submit_feedback(request: Request) -> JSONResponse:
         "thumbs": verdict.thumbs,
         "comment": verdict.comment,
     }
-    async with request.app.state.engine.begin() as conn:
-        new_id = (await conn.execute(insert(Feedback).returning(Feedback.id), [record])).scalar_one()
+    try:
+        async with request.app.state.engine.begin() as conn:
+            new_id = (await conn.execute(insert(Feedback).returning(Feedback.id), [record])).scalar_one()
+    except SQLAlchemyError:
+        log.exception("feedback: could not store a verdict on %s", verdict.request_id)
+        raise _unavailable() from None
     return JSONResponse(
         {
             "id": new_id,

@@ -113,6 +113,8 @@ async def quality_cells(
     """Shadow grades and feedback in [since, until), grouped by `group_by`."""
     dims = parse_dimensions(group_by)
     since, until = as_utc(since), as_utc(until)
+    if since is not None and until is not None and since >= until:
+        raise ReportError("since must be before until", "since")
     filters = dict(filters or {})
     unknown = [name for name in filters if name not in DIMENSIONS or name == "day"]
     if unknown:

@@ -345,7 +345,7 @@ def _calibrate_from_ledger(
     async def action(store, engine):
         listed = {row["name"]: row for row in await store.list()}
         if policy not in listed:
-            raise LookupError(f"no policy {policy!r}")
+            raise LookupError(f"no policy named {policy}")
         row = listed[policy]
         found = await store.get(policy, row["active_version"] or row["latest_version"])
         spec = store.validate(found["document"])

@@ -116,3 +116,19 @@ def test_traffic_grades_calibration_dry_run_activation(learning_gateway, simulat
         ).text.count("\n")
         == 4
     )
+
+
+def test_calibrate_from_ledger_refuses_without_policy_or_evidence(tmp_path, simulator, learning_gateway):
+    runner = CliRunner()
+    assert runner.invoke(router_app, ["calibrate", "--from-ledger"]).exit_code == 2
+    gw = learning_gateway()  # the policy exists, but nothing has been graded yet
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump({"database_url": gw.settings.database_url, "deployments": deployments(simulator)})
+    )
+    unknown = runner.invoke(router_app, ["calibrate", "--from-ledger", "--policy", "nope", "-c", str(config)])
+    assert unknown.exit_code == 1 and "no policy named nope" in unknown.output
+    empty = runner.invoke(router_app, ["calibrate", "--from-ledger", "--policy", "learn", "-c", str(config)])
+    assert empty.exit_code == 1 and "need at least 20" in empty.output
+    listed = {row["name"]: row for row in admin(gw, "GET", "/policies").json()["data"]}
+    assert listed["learn"]["latest_version"] == 1  # nothing was stored
