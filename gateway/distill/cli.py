@@ -102,8 +102,9 @@ def train_lora_command(
     max_length: Annotated[int, typer.Option(help="Truncate examples to this many tokens.")] = 1024,
     port: Annotated[int | None, typer.Option(help="base_port of the new catalogue entry.")] = None,
 ) -> None:
-    """Fine-tune the base model with LoRA (peft) on exported samples, merge the adapter into a full
-    checkpoint that vLLM serves, and optionally add it to the catalogue."""
+    """Fine-tune with LoRA on exported samples, merge, and optionally add to the catalogue.
+
+    The adapter (peft) is merged into a full checkpoint that any vLLM serves (selfhost/distill/README.md)."""
     from selfhost.distill.train_lora import LoraRecipe, register, resolve_base, train
 
     base_deployment, base_dir = resolve_base(base, catalogue)
