@@ -33,6 +33,7 @@ from gateway.learning.feedback import router as feedback_router
 from gateway.learning.shadow import ShadowSampler
 from gateway.ledger.spool import Spool
 from gateway.ledger.writer import LedgerWriter
+from gateway.observability import logging as log_hygiene
 from gateway.observability import metrics, tracing
 from gateway.pipeline import Pipeline
 from gateway.routing.scorer import default_scorer
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> FastAPI:
     tracing.configure()  # off unless OTEL_TRACES_EXPORTER says otlp or console
+    log_hygiene.install(settings.log_prompts)  # no prompts from libraries' debug logs unless allowed
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -129,7 +131,11 @@ def create_app(settings: Settings) -> FastAPI:
         ledger: LedgerWriter = request.app.state.ledger
         return {"status": "ok", "ledger_spool_pending_rows": ledger.spool.pending_rows()}
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

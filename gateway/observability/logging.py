@@ -1,0 +1,54 @@
+"""Log hygiene: prompts and keys stay out of the logs unless `log_prompts` is on.
+
+The gateway's own log lines never carry request content (only ids, classes, counts). Libraries on
+the request path do: litellm logs every call's full messages at DEBUG, httpx logs request URLs at
+INFO (Gemini's API key travels in the URL) and the HTTP clients trace payloads at DEBUG. An
+operator turning the log level up to debug something must not start writing prompts to disk, so
+their records below WARNING are dropped by a filter on those loggers (a filter, unlike a level,
+survives anyone calling `setLevel`). With `log_prompts: true` they pass, and the gateway logs each
+request body itself (truncated) at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+
+#: Loggers of libraries that log request or response payloads (or URLs with credentials).
+PAYLOAD_LOGGERS = (
+    "LiteLLM",
+    "LiteLLM Router",
+    "LiteLLM Proxy",
+    "litellm",
+    "httpx",
+    "httpcore",
+    "openai",
+    "aiohttp",
+)
+
+#: Longest request body logged with `log_prompts` on.
+MAX_LOGGED_BODY = 16 * 1024
+
+_state = {"log_prompts": False}
+
+
+class PayloadFilter(logging.Filter):
+    """Drops a payload logger's records below WARNING unless prompts may be logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _state["log_prompts"] or record.levelno >= logging.WARNING
+
+
+_FILTER = PayloadFilter()
+
+
+def install(log_prompts: bool) -> None:
+    """Apply the policy process-wide (idempotent; the last gateway created in a process decides)."""
+    _state["log_prompts"] = log_prompts
+    for name in PAYLOAD_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def prompts_allowed() -> bool:
+    return _state["log_prompts"]
