@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -125,18 +125,27 @@ class ReplicaPool:
     def states(self) -> list[ReplicaState]:
         return list(self._states.values())
 
-    def pick(self, prefix_key: str | None = None) -> Replica | None:
-        """The replica for the next request, or ``None`` when every replica is out or past its limits."""
+    def pick(self, prefix_key: str | None = None, exclude: Collection[str] = ()) -> Replica | None:
+        """The replica for the next request, or ``None`` when every replica (but those in ``exclude``,
+        e.g. already tried for this request) is out or past its limits."""
+        states = [s for s in self._states.values() if s.replica.id not in exclude]
         if prefix_key is None:
-            ready = [s for s in self._states.values() if s.within(self.limits)]
+            ready = [s for s in states if s.within(self.limits)]
             chosen = min(ready, key=ReplicaState.busyness, default=None)
         else:
-            ranked = sorted(self._states.values(), key=lambda s: _rendezvous(s.replica.id, prefix_key))
+            ranked = sorted(states, key=lambda s: _rendezvous(s.replica.id, prefix_key))
             chosen = next((s for s in reversed(ranked) if s.within(self.limits)), None)
         if chosen is None:
             return None
         chosen.picked_since_scrape += 1
         return chosen.replica
+
+    def mark_down(self, replica_id: str, error: str) -> None:
+        """A request could not even connect (the server is gone): out of service now rather than after
+        ``fail_threshold`` scrapes; back in after ``recover_threshold`` good scrapes, as usual."""
+        state = self._states[replica_id]
+        state.in_service, state.last_error = False, error
+        state.successes, state.failures = 0, max(state.failures, self.fail_threshold)
 
     def _record(self, state: ReplicaState, load: ReplicaLoad) -> None:
         if load.healthy:

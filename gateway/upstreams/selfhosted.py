@@ -3,16 +3,20 @@
 Each request goes to a replica chosen by the `ReplicaPool` (health-checked from every replica's
 `/metrics`; requests sharing a prompt prefix land on the same replica so vLLM's prefix cache hits).
 Spill-over to the next tier is a routing decision (`saturated()` with the policy's limits); here a
-request only fails over when no replica is healthy at all. The price is the on-prem cost model's:
-the hardware's $/hour over the tokens vLLM's own counters say were processed (`selfhost.cost`).
+request only fails over when no replica is healthy at all. A replica that dies under a request (its
+connection refused or cut before an answer came back) costs that request nothing: it is retried on
+the next healthy replica, and a refused connection takes the replica out of the pool at once. The
+price is the on-prem cost model's: the hardware's $/hour over the tokens vLLM's own counters say
+were processed (`selfhost.cost`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -32,6 +36,11 @@ log = logging.getLogger(__name__)
 
 PREFIX_CHARS = 2048  # how much of the conversation's start decides prefix-cache affinity
 ANY_HEALTHY = LoadLimits(max_waiting=None, max_kv_cache_usage=None, max_ttft_p95_s=None)
+#: Failures that mean the replica is gone, not that it judged the request: safe to try another replica
+#: (nothing reached the client yet; a stream that already relayed bytes breaks off instead).
+REPLICA_GONE = frozenset({"connect_error", "connection_reset"})
+
+T = TypeVar("T")
 
 
 def gateway_deployment(entry: catalogue.Deployment, timeout_s: float = 600.0) -> Deployment:
@@ -92,17 +101,33 @@ class SelfHostedUpstream:
         """True when no in-service replica is within `limits` (the policy's spill-over limits)."""
         return not any(state.within(limits) for state in self.pool.states())
 
-    def _replica(self, body: dict[str, Any]) -> OpenAIWireUpstream:
-        replica = self.pool.pick(prefix_key(body))
-        if replica is None:
-            raise UpstreamError("no_healthy_replica", f"no healthy replica of {self.entry.name}", status=503)
-        return self._upstreams[replica.id]
+    async def _on_a_replica(
+        self, body: dict[str, Any], call: Callable[[OpenAIWireUpstream], Awaitable[T]]
+    ) -> T:
+        """`call` on the replica the pool picks; on a replica that is gone, on the next one."""
+        key, tried = prefix_key(body), set()
+        while (replica := self.pool.pick(key, exclude=tried)) is not None:
+            try:
+                return await call(self._upstreams[replica.id])
+            except UpstreamError as exc:
+                if exc.error_class not in REPLICA_GONE:
+                    raise
+                tried.add(replica.id)
+                log.warning("replica %s failed (%s); trying another replica", replica.id, exc.message)
+                if exc.error_class == "connect_error":
+                    self.pool.mark_down(replica.id, exc.message)
+                last = exc
+        if tried:
+            raise last
+        raise UpstreamError("no_healthy_replica", f"no healthy replica of {self.entry.name}", status=503)
 
     async def complete(self, endpoint: str, body: dict[str, Any]) -> UpstreamResponse:
-        return await self._replica(body).complete(endpoint, body)
+        return await self._on_a_replica(body, lambda replica: replica.complete(endpoint, body))
 
     async def stream(self, endpoint: str, body: dict[str, Any], client_wants_usage: bool) -> UpstreamStream:
-        return await self._replica(body).stream(endpoint, body, client_wants_usage)
+        return await self._on_a_replica(
+            body, lambda replica: replica.stream(endpoint, body, client_wants_usage)
+        )
 
     def price(self) -> Price:
         """The measured on-prem price (rolling window); before any traffic, the at-capacity price if the
