@@ -59,6 +59,11 @@ SHADOW_EVENTS = PromCounter(
     "Shadow quality sampling: queued, dropped (queue full), over_cap, graded, failed.",
     ["outcome"],
 )
+SHADOW_COST = PromCounter(
+    "tiergate_shadow_cost_usd_total",
+    "What measuring quality cost: shadow (reference) and judge calls, by team and cost class.",
+    ["team", "cost_class"],
+)
 JUDGE_PROMPT_OVERHEAD_TOKENS = 200
 
 
@@ -299,6 +304,7 @@ class ShadowSampler:
         except UpstreamError as exc:
             status, error_class, attempts = exc.status or 502, exc.error_class, exc.attempts
         cost = target.current_price().cost_micros(usage)
+        SHADOW_COST.labels(job.team or "", cost_class).inc(cost / 1e6)
         self.ledger.record(
             self._ledger_row(job, target, cost_class, usage, cost, status, error_class, attempts, started)
         )

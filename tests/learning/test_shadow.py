@@ -99,6 +99,10 @@ def test_similarity_grades_track_quality_and_are_ledgered_as_their_own_class(lea
         (shadow,) = [r for r in shadows if r.parent_request_id == request_id]
         assert grade.reference_cost_micros == shadow.cost_micros == grade.cost_micros
 
+    metrics = httpx.get(f"{gw.base_url}/metrics").text
+    assert 'tiergate_shadow_cost_usd_total{cost_class="shadow",team="search"}' in metrics
+    assert 'tiergate_shadow_samples_total{outcome="graded"}' in metrics
+
     # the cost report's request figures hold client requests only; measurement is not in their savings
     report = gw.run(cost_report(gw.app.state.engine, "team", None, None, {}))
     total = report.total.to_dict()
