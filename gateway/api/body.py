@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -10,6 +11,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gateway.errors import GatewayError, invalid_request, too_large
+from gateway.observability import logging as log_hygiene
+
+log = logging.getLogger(__name__)
 
 #: Default cap on JSON objects and arrays in one body (`Settings.max_json_containers`): parsed,
 #: each costs 60-250 bytes of Python objects for as little as 2 bytes of JSON.
@@ -55,6 +59,12 @@ async def read_json(
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+def log_request(request_id: str, endpoint: str, body: dict[str, Any]) -> None:
+    """With `log_prompts` on: the request body (truncated), after authentication."""
+    text = orjson.dumps(body)[: log_hygiene.MAX_LOGGED_BODY].decode(errors="replace")
+    log.info("request %s %s body: %s", request_id, endpoint, text)
 
 
 def validate(schema: type[BaseModel], body: dict[str, Any]) -> None:

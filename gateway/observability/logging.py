@@ -2,7 +2,8 @@
 
 The gateway's own log lines never carry request content (only ids, classes, counts). Libraries on
 the request path do: litellm logs every call's full messages at DEBUG, httpx logs request URLs at
-INFO (Gemini's API key travels in the URL) and the HTTP clients trace payloads at DEBUG. An
+INFO (Gemini's API key travels in the URL), the HTTP clients trace payloads at DEBUG and the
+database drivers log statement parameters. An
 operator turning the log level up to debug something must not start writing prompts to disk, so
 their records below WARNING are dropped by a filter on those loggers (a filter, unlike a level,
 survives anyone calling `setLevel`). With `log_prompts: true` they pass, and the gateway logs each
@@ -23,6 +24,11 @@ PAYLOAD_LOGGERS = (
     "httpcore",
     "openai",
     "aiohttp",
+    # database drivers log statement parameters: ledger rows, distillation samples
+    "sqlalchemy.engine",
+    "aiosqlite",
+    "asyncpg",
+    "redis",
 )
 
 #: Longest request body logged with `log_prompts` on.
@@ -44,7 +50,15 @@ _FILTER = PayloadFilter()
 def install(log_prompts: bool) -> None:
     """Apply the policy process-wide (idempotent; the last gateway created in a process decides)."""
     _state["log_prompts"] = log_prompts
-    for name in PAYLOAD_LOGGERS:
+    # A logger's filters see only its own records, not its children's: filter every existing
+    # descendant too (the libraries are imported by now; their named loggers exist).
+    names = set(PAYLOAD_LOGGERS) | {"sqlalchemy.engine.Engine"}
+    names |= {
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if any(name.startswith(prefix + ".") for prefix in PAYLOAD_LOGGERS)
+    }
+    for name in names:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

@@ -22,9 +22,10 @@ from gateway.api.anthropic.protocol import (
 )
 from gateway.api.anthropic.stream import StreamTranslator, translate_stream
 from gateway.api.anthropic.translate import for_provider, to_anthropic, to_openai
-from gateway.api.body import read_json, validation_error
+from gateway.api.body import log_request, read_json, validation_error
 from gateway.api.openapi import AnthropicErrorResponse, hot_route
 from gateway.errors import GatewayError, invalid_request
+from gateway.observability import logging as log_hygiene
 from gateway.pipeline import Pipeline, RelayResponse
 
 router = APIRouter()
@@ -60,6 +61,8 @@ async def messages(request: Request) -> Response:
         pipeline.authenticate(request, ex)
     except GatewayError as error:
         return from_gateway_error(error, {"x-request-id": ex.request_id})
+    if log_hygiene.prompts_allowed():
+        log_request(ex.request_id, "messages", body)
     try:
         MessagesRequest.model_validate(body)
     except ValidationError as exc:

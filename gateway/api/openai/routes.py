@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from gateway.api.body import read_json, validate
+from gateway.api.body import log_request, read_json, validate
 from gateway.api.openai.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -18,6 +18,7 @@ from gateway.api.openai.protocol import (
 )
 from gateway.api.openapi import KEY_ERRORS, hot_route
 from gateway.errors import GatewayError
+from gateway.observability import logging as log_hygiene
 from gateway.pipeline import Pipeline
 
 router = APIRouter()
@@ -37,6 +38,8 @@ async def _serve(request: Request, endpoint: str, schema: type[BaseModel]) -> Re
         pipeline.authenticate(request, ex)
     except GatewayError as error:
         return error.response({"x-request-id": ex.request_id})
+    if log_hygiene.prompts_allowed():
+        log_request(ex.request_id, endpoint, body)
     try:
         validate(schema, body)
     except GatewayError as error:
