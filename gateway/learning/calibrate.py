@@ -62,6 +62,16 @@ class PassCurve:
         model = LogisticRegression(C=1.0).fit(_logit(scores), passed)
         return cls(model, float(passed.mean()), len(passed))
 
+    def describe(self) -> dict[str, float | int]:
+        """The refitted one-dimensional head: P(pass) = sigmoid(slope * logit(score) + intercept)."""
+        if self.model is None:
+            return {"constant": round(self.constant, 4), "n": self.n}
+        return {
+            "slope": round(float(self.model.coef_[0, 0]), 4),
+            "intercept": round(float(self.model.intercept_[0]), 4),
+            "n": self.n,
+        }
+
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, dtype=float)
         if self.model is None:
@@ -224,6 +234,7 @@ async def calibrate_policy(
         "target_retained": goal,
         "evidence": {"shadow_grades": evidence.shadow, "feedback": evidence.feedback},
         "traffic_requests": len(traffic),
+        "pass_curve": curve.describe(),
         "before": {
             "threshold": before,
             "projected_quality": round(current.quality, 4),

@@ -68,6 +68,7 @@ def test_traffic_grades_calibration_dry_run_activation(learning_gateway, simulat
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     assert outcome["evidence"] == {"shadow_grades": len(served), "feedback": 3}
+    assert outcome["pass_curve"]["slope"] < 0 and outcome["pass_curve"]["n"] == len(served) + 3
     before, after = outcome["before"], outcome["after"]
     assert before["threshold"] == 0.9 and before["projected_quality"] < 0.8
     assert 0.2 < after["threshold"] < 0.32  # between the easy and the hard prompts' scores
