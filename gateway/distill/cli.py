@@ -1,4 +1,4 @@
-"""`gateway distill export | train-lora`."""
+"""`gateway distill export | purge | train-lora`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 distill_app = typer.Typer(
-    help="Distillation datasets: export captured samples, fine-tune the self-hosted model.",
+    help="Distillation datasets: export or purge captured samples, fine-tune the self-hosted model.",
     no_args_is_help=True,
 )
 console = Console()
@@ -84,6 +84,31 @@ def export_command(
     console.print(
         f"wrote {result.written} samples to {result.path} ({fmt}); {result.duplicates} duplicate prompts skipped"
     )
+
+
+@distill_app.command("purge")
+def purge_command(
+    before: Annotated[str, typer.Option(help="Delete samples captured before: ISO date/time, or 90d, 12h.")],
+    team: Annotated[str | None, typer.Option(help="Only this team's samples.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete captured samples (retention, or a team's request to forget its data)."""
+    from sqlalchemy import create_engine, delete
+
+    from gateway.db.engine import sync_url
+    from gateway.db.models import DistillSample
+    from gateway.settings import load_settings
+
+    statement = delete(DistillSample).where(DistillSample.created_at < parse_since(before))
+    if team:
+        statement = statement.where(DistillSample.team == team)
+    engine = create_engine(sync_url(load_settings(config).database_url))
+    try:
+        with engine.begin() as conn:
+            deleted = conn.execute(statement).rowcount
+    finally:
+        engine.dispose()
+    console.print(f"deleted {deleted} samples")
 
 
 @distill_app.command("train-lora")

@@ -230,3 +230,18 @@ def test_since_accepts_dates_offsets_and_look_backs():
     assert parse_since("2026-11-01T12:00:00+02:00") == datetime(2026, 11, 1, 10, tzinfo=UTC)
     assert abs(parse_since("12h") - (datetime.now(UTC) - timedelta(hours=12))) < timedelta(seconds=5)
     assert parse_since(None) is None
+
+
+def test_purge_by_age_and_team(captured, tmp_path):
+    _, config = captured
+    runner = CliRunner()
+    purged = runner.invoke(cli, ["distill", "purge", "-c", str(config), "--before", "7d"])
+    assert purged.exit_code == 0 and "deleted 1 samples" in purged.output  # team b's, 10 days old
+    purged = runner.invoke(cli, ["distill", "purge", "-c", str(config), "--before", "1h", "--team", "nobody"])
+    assert "deleted 0 samples" in purged.output
+    output = tmp_path / "left.jsonl"
+    export(config, output)
+    assert len(output.read_text().splitlines()) == 3  # dup2, economy, tool
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    purged = runner.invoke(cli, ["distill", "purge", "-c", str(config), "--before", future, "--team", "a"])
+    assert "deleted 4 samples" in purged.output  # both LoRA questions, economy, tool
