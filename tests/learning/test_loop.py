@@ -3,7 +3,10 @@ calibrate --from-ledger` -> candidate version -> dry-run numbers -> activation -
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from decimal import Decimal
 
 import httpx
 import openai
@@ -14,6 +17,7 @@ from typer.testing import CliRunner
 from gateway.routing.cli import router_app
 from tests.learning.conftest import (
     ADMIN,
+    LedgerEntry,
     ShadowGrade,
     admin,
     deployments,
@@ -116,6 +120,16 @@ def test_traffic_grades_calibration_dry_run_activation(learning_gateway, simulat
             f"{gw.base_url}/admin/reports/feedback", headers=ADMIN, params={"format": "csv"}
         ).text.count("\n")
         == 4
+    )
+    by_day = admin(gw, "GET", "/reports/quality", params={"group_by": "day,task_cluster"}).json()
+    assert by_day["total"]["graded"] == len(rows(gw, ShadowGrade)) and by_day["data"][0]["group"]["day"]
+    focus = list(
+        csv.DictReader(io.StringIO(admin(gw, "GET", "/reports/focus", params={"granularity": "day"}).text))
+    )
+    measured = sum(r.cost_micros for r in rows(gw, LedgerEntry) if r.cost_class != "request")
+    assert (
+        sum(Decimal(r["EffectiveCost"]) for r in focus if r["x_CostClass"] != "request") * 1_000_000
+        == measured
     )
 
 
