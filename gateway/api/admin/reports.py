@@ -7,10 +7,11 @@ import io
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BeforeValidator
 from starlette.responses import Response, StreamingResponse
 
 from gateway.api.admin.routes import require_admin
@@ -42,6 +43,16 @@ def _bad(exc: ReportError) -> GatewayError:
 
 
 _CSV = {"text/csv": {"schema": {"type": "string"}}}
+
+
+def _iso_only(value: object) -> object:
+    """pydantic also reads numbers as Unix timestamps ('0' is 1970); the API documents ISO 8601."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("expected an ISO 8601 date or date-time")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 _DIMENSION = f"(?:{'|'.join(DIMENSIONS)})"
 
 
@@ -57,8 +68,8 @@ async def cost(
         description=f"Comma-separated, each at most once: {', '.join(DIMENSIONS)}.",
         pattern=f"^{_DIMENSION}(?:,{_DIMENSION})*$",
     ),
-    since: datetime | None = Query(None, description="Start (inclusive), ISO 8601; naive means UTC."),
-    until: datetime | None = Query(None, description="End (exclusive), ISO 8601; naive means UTC."),
+    since: IsoDateTime | None = Query(None, description="Start (inclusive), ISO 8601; naive means UTC."),
+    until: IsoDateTime | None = Query(None, description="End (exclusive), ISO 8601; naive means UTC."),
     format: Literal["json", "csv"] = "json",
     team: str | None = None,
     project: str | None = None,
@@ -145,8 +156,8 @@ def _used(spent: int, budget: int | None) -> str | None:
 )
 async def focus(
     request: Request,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     granularity: Literal["request", "hour", "day"] = "day",
     billing_account: str = Query("tiergate", max_length=128),
 ) -> Response:
@@ -201,14 +212,18 @@ def _table(rows: list[dict], filename: str, format: str, payload: dict) -> Respo
     )
 
 
-@router.get("/quality", summary="Quality retained (shadow grades) and feedback, with 95% intervals")
+@router.get(
+    "/quality",
+    summary="Quality retained (shadow grades) and feedback, with 95% intervals",
+    responses={200: {"description": "JSON, or CSV with `format=csv`.", "content": _CSV}},
+)
 async def quality(
     request: Request,
     group_by: str = Query(
         "tier", description="Comma-separated: team, project, policy, tier, deployment, task_cluster, day."
     ),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     format: Literal["json", "csv"] = "json",
     team: str | None = None,
     tier: str | None = None,
@@ -224,14 +239,18 @@ async def quality(
     return _table(report["data"], "tiergate-quality.csv", format, report)
 
 
-@router.get("/cost-at-quality", summary="Cost per query at quality: savings beside quality retained")
+@router.get(
+    "/cost-at-quality",
+    summary="Cost per query at quality: savings beside quality retained",
+    responses={200: {"description": "JSON, or CSV with `format=csv`.", "content": _CSV}},
+)
 async def at_quality(
     request: Request,
     group_by: str = Query(
         "team,tier", description="Comma-separated: team, project, policy, tier, deployment, day."
     ),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     format: Literal["json", "csv"] = "json",
     team: str | None = None,
     policy: str | None = None,
@@ -246,11 +265,15 @@ async def at_quality(
     return _table(report["data"], "tiergate-cost-at-quality.csv", format, report)
 
 
-@router.get("/feedback", summary="Feedback export: every verdict with its request's ledger facts")
+@router.get(
+    "/feedback",
+    summary="Feedback export: every verdict with its request's ledger facts",
+    responses={200: {"description": "JSON, or CSV with `format=csv`.", "content": _CSV}},
+)
 async def feedback(
     request: Request,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     team: str | None = None,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
