@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log_hygiene.log_unexpected(log, "unhandled error on %s %s", request.method, request.url.path, exc=exc)
         return GatewayError(
             500, "Internal gateway error.", type="api_error", code="internal_error"
         ).response()
