@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError
+from gateway.observability.logging import log_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class FastPath:
             response = await endpoint(request)
         except GatewayError as error:
             response = error.response()
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
+        except Exception as exc:
+            log_unexpected(log, "unhandled error on POST %s", scope["path"], exc=exc)
             response = GatewayError(
                 500, "Internal gateway error.", type="api_error", code="internal_error"
             ).response()

@@ -13,6 +13,7 @@ request body itself (truncated) at INFO.
 from __future__ import annotations
 
 import logging
+import traceback
 
 #: Loggers of libraries that log request or response payloads (or URLs with credentials).
 PAYLOAD_LOGGERS = (
@@ -66,3 +67,19 @@ def install(log_prompts: bool) -> None:
 
 def prompts_allowed() -> bool:
     return _state["log_prompts"]
+
+
+def log_unexpected(logger: logging.Logger, message: str, *args: object, exc: BaseException) -> None:
+    """Log an unexpected exception with its traceback. Exception messages can quote request content
+    (a parser's `input_value=...`, a library echoing a payload): unless prompts may be logged, the
+    messages of the exception and of its causes are left out; types and frames stay."""
+    if prompts_allowed():
+        logger.error(message, *args, exc_info=exc)
+        return
+    lines = []
+    chain: BaseException | None = exc
+    while chain is not None and len(lines) < 8:
+        frames = "".join(traceback.format_tb(chain.__traceback__))
+        lines.append(f"{type(chain).__module__}.{type(chain).__qualname__} (message withheld)\n{frames}")
+        chain = chain.__cause__ or chain.__context__
+    logger.error(message + "\n%s", *args, "\nwhich happened while handling\n".join(reversed(lines)))

@@ -153,3 +153,25 @@ def test_log_prompts_on_logs_prompts_but_never_keys(make_gateway, simulator, all
     logged = all_logs.text() + out + err
     assert PROMPT_MARK in logged
     assert key not in logged and key[3:] not in logged
+
+
+def test_unexpected_errors_are_logged_without_their_messages(all_logs):
+    """A 500's log keeps the exception types and frames but not messages that may quote a prompt."""
+    from gateway.observability.logging import install, log_unexpected
+
+    all_logs.excluded_threads.clear()  # logged right here, in the test's thread
+    logger = logging.getLogger("gateway.test")
+    for allowed in (False, True):
+        all_logs.records.clear()
+        install(allowed)
+        try:
+            try:
+                raise KeyError(PROMPT_MARK)
+            except KeyError as inner:
+                raise ValueError(f"could not read {PROMPT_MARK}") from inner
+        except ValueError as exc:
+            log_unexpected(logger, "unhandled error on %s", "/v1/chat/completions", exc=exc)
+        text = all_logs.text()
+        assert "ValueError" in text and "KeyError" in text and "test_logs.py" in text
+        assert (PROMPT_MARK in text) is allowed
+    install(False)
