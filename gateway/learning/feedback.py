@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
 from gateway.api.body import read_json, validation_error
+from gateway.api.openapi import ErrorResponse
 from gateway.db.models import Feedback, LedgerEntry
 from gateway.errors import GatewayError, unauthorized
 from gateway.pipeline import _bearer_key
@@ -98,10 +99,68 @@ async def _ledger_row(request: Request, request_id: str):
     return None
 
 
+class FeedbackRecord(BaseModel):
+    id: int
+    object: Literal["feedback"]
+    request_id: str
+    score: float
+    thumbs: Literal["up", "down"] | None
+    comment: str | None
+    created_at: str
+
+
+def _variant(verdict: str, schema: dict) -> dict:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["request_id", verdict],
+        "properties": {
+            "request_id": {"type": "string", "minLength": 1, "maxLength": 64},
+            verdict: schema,
+            "comment": {"anyOf": [{"type": "string", "maxLength": 2000}, {"type": "null"}]},
+        },
+    }
+
+
+#: What `FeedbackRequest` accepts, as a schema can say it: exactly one of score or thumbs.
+_REQUEST_SCHEMA = {
+    "oneOf": [
+        _variant("score", {"type": "number", "minimum": 0, "maximum": 1}),
+        _variant("thumbs", {"enum": ["up", "down"]}),
+    ]
+}
+
+_ERRORS = {
+    400: "Invalid body: malformed JSON, not exactly one of score / thumbs, score outside [0, 1].",
+    401: "Missing, invalid or revoked API key.",
+    404: "No such request that this key may rate (unknown ids and other tenants' ids alike).",
+    413: "The request body exceeds `max_body_bytes`.",
+    503: "The feedback store is unavailable; retry later.",
+}
+
+
 @router.post(
     "/v1/feedback",
     summary="Rate an answered request (score in [0, 1] or thumbs up/down)",
     status_code=201,
+    responses={
+        201: {"model": FeedbackRecord, "description": "Stored."},
+        **{status: {"model": ErrorResponse, "description": why} for status, why in _ERRORS.items()},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": _REQUEST_SCHEMA,
+                    "examples": {
+                        "thumbs": {"value": {"request_id": "3f2a9c1e8b7d4a60", "thumbs": "down"}},
+                        "score": {"value": {"request_id": "3f2a9c1e8b7d4a60", "score": 0.8, "comment": "ok"}},
+                    },
+                }
+            },
+        }
+    },
 )
 async def submit_feedback(request: Request) -> JSONResponse:
     submitted_by, team, project = _caller(request)
