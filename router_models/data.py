@@ -127,3 +127,14 @@ def load(
         weak_quality=np.asarray(weak),
         strong_quality=np.asarray(strong),
     )
+
+
+def llmrouter_model_scores(directory: Path | None = None) -> tuple[list[str], np.ndarray]:
+    """Every model's quality on every ``llmrouter`` row (row order as in ``load``): (names, rows x models).
+
+    ``load`` keeps one weak/strong pair; label experiments (``router_models.experiments``) use the rest.
+    """
+    directory = directory or router_data_dir()
+    rows = list(_rows(directory / SOURCE_FILES["llmrouter"]))
+    names = sorted(rows[0]["scores"]) if rows else []
+    return names, np.array([[float(row["scores"][m]) for m in names] for row in rows]).reshape(len(rows), -1)

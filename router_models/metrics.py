@@ -105,3 +105,28 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
 
 def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((np.asarray(probabilities) - np.asarray(labels, dtype=np.float64)) ** 2))
+
+
+def bootstrap_apgr(
+    scores: np.ndarray,
+    weak: np.ndarray,
+    strong: np.ndarray,
+    baseline: np.ndarray | None = None,
+    rounds: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
+    """APGR of ``rounds`` bootstrap resamples of the rows (minus ``baseline``'s APGR on the same rows).
+
+    With ``baseline`` (another router's scores of the same rows) the differences are paired, so their
+    spread says whether one router beats another on this source or only on this sample of it.
+    """
+    scores, weak, strong = (np.asarray(a, dtype=np.float64) for a in (scores, weak, strong))
+    rng = np.random.default_rng(seed)
+    out = np.empty(rounds)
+    for i in range(rounds):
+        rows = rng.integers(0, len(scores), len(scores))
+        value = apgr(routing_curve(scores[rows], weak[rows], strong[rows]))
+        if baseline is not None:
+            value -= apgr(routing_curve(np.asarray(baseline)[rows], weak[rows], strong[rows]))
+        out[i] = value
+    return out

@@ -80,3 +80,26 @@ def test_calibration_by_hand():
     assert metrics.expected_calibration_error(probabilities, labels) == pytest.approx(0.1)
     assert metrics.brier(probabilities, labels) == pytest.approx(0.01)
     assert metrics.expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == 0.0
+
+
+def test_bootstrap_apgr_spreads_around_the_full_sample_value():
+    rng = np.random.default_rng(1)
+    weak = rng.integers(0, 2, 2000)
+    strong = np.maximum(weak, rng.integers(0, 2, 2000))
+    informative = (strong - weak) + rng.normal(0, 1.0, 2000)
+    full = metrics.apgr(metrics.routing_curve(informative, weak, strong))
+    samples = metrics.bootstrap_apgr(informative, weak, strong, rounds=100)
+    assert samples.shape == (100,)
+    assert np.percentile(samples, 2.5) < full < np.percentile(samples, 97.5)
+    assert 0.001 < samples.std() < 0.05
+
+
+def test_paired_bootstrap_of_a_router_against_itself_is_zero_and_detects_a_better_one():
+    rng = np.random.default_rng(2)
+    weak = rng.integers(0, 2, 1000)
+    strong = np.maximum(weak, rng.integers(0, 2, 1000))
+    noise = rng.normal(0, 1.0, 1000)
+    good = (strong - weak) + noise
+    assert np.all(metrics.bootstrap_apgr(good, weak, strong, baseline=good, rounds=20) == 0)
+    better = metrics.bootstrap_apgr(good, weak, strong, baseline=noise, rounds=50)
+    assert better.mean() > 4 * better.std() > 0
