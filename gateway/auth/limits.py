@@ -287,7 +287,8 @@ class MemoryLimits(Limits):
 #       reservation ttl (s)
 # Returns {verdict, day spent, month spent}; verdict: ok, rate, daily, monthly, daily_in_flight, ...
 _ADMIT = """
-local now = tonumber(redis.call('TIME')[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
 if #expired > 0 then
   local freed = 0

@@ -122,7 +122,7 @@ async def test_settlement_releases_the_reservation(backend, replicas):
 
 async def test_a_dead_replicas_reservation_expires(redis_server, replicas):
     _, survivor = replicas
-    dying = RedisLimits.from_url(redis_server.url, timeout_s=2.0, reservation_ttl_s=1.0)
+    dying = RedisLimits.from_url(redis_server.url, timeout_s=2.0, reservation_ttl_s=3.0)
     key = make_key(daily=1000)
     assert not isinstance(await try_admit(dying, key, 900), GatewayError)
     await dying.close()  # never settles
@@ -310,15 +310,18 @@ def test_two_gateways_hammering_one_budget_never_overspend_it(
         outcomes: list[tuple[int, str | None, str]] = []  # (status, error code, message)
         lock = threading.Lock()
 
-        def client(base_url: str) -> None:
+        def client(base_url: str, stream: bool) -> None:  # streams settle when the relay ends
             sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=30)
             for _ in range(60):
                 try:
-                    sdk.chat.completions.create(
+                    response = sdk.chat.completions.create(
                         model="frontier",
                         messages=[{"role": "user", "content": f"question {next(counter)}"}],
                         max_tokens=30,
+                        stream=stream,
                     )
+                    if stream:
+                        assert [chunk for chunk in response]
                     outcome = (200, None, "")
                 except openai.APIStatusError as error:
                     outcome = (error.status_code, error.body.get("code"), error.body.get("message", ""))
@@ -327,7 +330,9 @@ def test_two_gateways_hammering_one_budget_never_overspend_it(
                 if "exhausted" in outcome[2]:
                     return  # this client saw the budget spent
 
-        threads = [threading.Thread(target=client, args=(url,)) for url in (a, b) for _ in range(6)]
+        threads = [
+            threading.Thread(target=client, args=(url, i % 2 == 1)) for url in (a, b) for i in range(6)
+        ]
         started = time.monotonic()
         for t in threads:
             t.start()
@@ -394,3 +399,16 @@ def test_rate_limit_holds_across_two_gateways(tmp_path, simulator, postgres_url,
         assert Counter(status for status, _, _ in rows) == Counter(statuses)
     finally:
         stop(procs)
+
+
+def test_limits_without_redis_fall_back_to_this_replica_and_never_fail_requests(make_gateway):
+    """Redis configured but down: budgets are enforced from memory, the gauge says so, no request fails."""
+    gw = make_gateway(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    client = openai.OpenAI(
+        base_url=gw.openai_base_url, api_key=gw.create_key(budget_daily_usd="0.0001"), max_retries=0
+    )
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello"}])
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "again"}])
+    assert info.value.body["code"] == "budget_exceeded"
+    assert "tiergate_limits_degraded 1.0" in httpx.get(f"{gw.base_url}/metrics").text
