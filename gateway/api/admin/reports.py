@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
@@ -45,10 +46,13 @@ def _bad(exc: ReportError) -> GatewayError:
 _CSV = {"text/csv": {"schema": {"type": "string"}}}
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _iso_only(value: object) -> object:
     """pydantic also reads numbers as Unix timestamps ('0' is 1970); the API documents ISO 8601."""
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
-        raise ValueError("expected an ISO 8601 date or date-time")
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("expected an ISO 8601 date or date-time (YYYY-MM-DD...)")
     return value
 
 
