@@ -9,6 +9,8 @@ Hypothesis directly; the checks are schemathesis's own (`case.call_and_validate`
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 import schemathesis
@@ -20,7 +22,8 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.hostile.conftest import ADMIN_KEY
 
-MAX_EXAMPLES = 25
+#: Generated cases per operation (besides the document's examples); raise it for a deeper run.
+MAX_EXAMPLES = int(os.environ.get("TIERGATE_FUZZ_EXAMPLES", "25"))
 
 #: The operations, read from the app itself so new routes are fuzzed without touching this file.
 OPERATIONS = [
