@@ -79,3 +79,27 @@ def test_llmrouter_model_scores_align_with_load(tmp_path):
     assert scores.shape == (4, 3)
     loaded = D.load(router, sources=("llmrouter",))
     assert scores[:, names.index(D.LLMROUTER_WEAK)].tolist() == loaded.weak_quality.tolist()
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not D.router_data_available(),
+    reason=f"router data not found in {D.router_data_dir()} (set TIERGATE_DATA_DIR)",
+)
+def test_experiment_baseline_is_the_shipped_protocol():
+    from gateway.routing.scorer import default_scorer
+
+    lab = E.Lab.build()
+    rows = {
+        (r.candidate, r.held_out): r for r in E.run(lab, ["structure", "length-only"], 5, log=lambda _: None)
+    }
+    recorded = {r["held_out"]: r for r in default_scorer().artifact.metadata["held_out"]}
+    for source in ("mmlu", "llmrouter"):
+        baseline = rows[("structure", source)]
+        assert baseline.apgr == pytest.approx(recorded[source]["apgr"], abs=1e-6)
+        assert baseline.delta_apgr_mean == 0 and baseline.delta_apgr_sd == 0
+        # The untrained length prior is a real, weaker router: above random, below the learned one.
+        length = rows[("length-only", source)]
+        assert 0.5 < length.apgr < baseline.apgr
+        assert length.delta_apgr_mean < 0
