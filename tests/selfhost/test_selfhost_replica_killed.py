@@ -141,19 +141,42 @@ def test_killed_replica_under_load(gateway, deployment, replicas):
         with lock:
             answers.append({**answer, "content": content, "done": time.monotonic()})
 
-    # The long request goes to the replica we will kill: the pool ranks replicas for a conversation
-    # by rendezvous hashing of its prefix, so pick a question whose first choice is that replica.
-    question = next(
-        q
-        for q in (f"Tell me a long story, take {i}." for i in itertools.count())
-        if max(
-            (victim_replica.plan.id, survivor_replica.plan.id),
-            key=lambda rid, q=q: _rendezvous(rid, prefix_key({"messages": [{"role": "user", "content": q}]})),
-        )
-        == victim_replica.plan.id
+    # The long requests go to the replica we will kill: the pool ranks replicas for a conversation
+    # by rendezvous hashing of its prefix, so pick questions whose first choice is that replica.
+    def first_choice(q: str) -> str:
+        key = prefix_key({"messages": [{"role": "user", "content": q}]})
+        return max((victim_replica.plan.id, survivor_replica.plan.id), key=lambda rid: _rendezvous(rid, key))
+
+    question, stream_question = itertools.islice(
+        (
+            q
+            for q in (f"Tell me a long story, take {i}." for i in itertools.count())
+            if first_choice(q) == victim_replica.plan.id
+        ),
+        2,
     )
+    streamed: dict = {"chunks": 0, "error": None}
+
+    def ask_streaming() -> None:  # already relaying when the replica dies: it cannot be retried
+        try:
+            with sdk.chat.completions.with_streaming_response.create(
+                model="auto",
+                messages=[{"role": "user", "content": stream_question}],
+                max_tokens=VICTIM_TOKENS,
+                n=VICTIM_CHOICES,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            ) as response:
+                streamed["id"] = response.headers["x-request-id"]
+                for _ in response.parse():
+                    streamed["chunks"] += 1
+        except openai.APIError as error:
+            streamed["error"] = error
+
     victim = threading.Thread(target=ask, args=(question, VICTIM_TOKENS, VICTIM_CHOICES))
+    stream_victim = threading.Thread(target=ask_streaming)
     victim.start()
+    stream_victim.start()
     victim_state, survivor_state = state[victim_replica.plan.id], state[survivor_replica.plan.id]
 
     def running(replica) -> int:  # read the replica's own /metrics (the pool scrapes only every second)
@@ -161,13 +184,17 @@ def test_killed_replica_under_load(gateway, deployment, replicas):
         lines = [line for line in text.splitlines() if line.startswith("vllm:num_requests_running")]
         return int(sum(float(line.rsplit(" ", 1)[1]) for line in lines))
 
-    wait_for(
-        lambda: not victim.is_alive() or running(victim_replica) >= 1,
+    wait_for(  # vLLM runs each of the n choices as a request of its own: 2 x 8 once both run
+        lambda: (
+            not victim.is_alive() or (running(victim_replica) >= 2 * VICTIM_CHOICES and streamed["chunks"])
+        ),
         120,
-        "the long request running on the victim replica",
+        "both long requests running on the victim replica",
     )
-    assert victim.is_alive(), f"the long request finished before the kill: {answers}"
-    assert running(survivor_replica) == 0, "the long request should run on the victim replica only"
+    assert victim.is_alive() and stream_victim.is_alive(), (
+        f"a long request finished before the kill: {answers}"
+    )
+    assert running(survivor_replica) == 0, "the long requests should run on the victim replica only"
 
     stop = threading.Event()
     asked = itertools.count()
@@ -190,7 +217,7 @@ def test_killed_replica_under_load(gateway, deployment, replicas):
         "answers after the replica was taken out, and the long answer",
     )
     stop.set()
-    for t in [*loaders, victim]:
+    for t in [*loaders, victim, stream_victim]:
         t.join(timeout=180)
     took = time.monotonic() - killed
 
@@ -206,7 +233,16 @@ def test_killed_replica_under_load(gateway, deployment, replicas):
     assert all(a["route"] == f"selfhost/{deployment.name}" for a in after), after
     assert victim_state.last_error and survivor_state.in_service
 
+    # The stream had relayed tokens when its replica died: the client gets an OpenAI-style error
+    # event (the SDK raises it), and the ledger row keeps the partial usage, flagged as estimated.
+    assert streamed["chunks"] >= 1 and isinstance(streamed["error"], openai.APIError), streamed
+    assert "broke off" in streamed["error"].message or "truncated" in streamed["error"].message
+
     rows = {row.id: row for row in ledger_rows(gateway)}
+    stream_row = rows.pop(streamed["id"])
+    assert (stream_row.tier, stream_row.deployment, stream_row.stream) == ("selfhost", deployment.name, True)
+    assert stream_row.error_class in {"connection_reset", "stream_truncated"}
+    assert 0 < stream_row.output_tokens < VICTIM_TOKENS * VICTIM_CHOICES and stream_row.usage_estimated
     assert len(rows) == len(answers) and set(rows) == {a["id"] for a in answers}, "one ledger row per request"
     for answer in answers:
         row = rows[answer["id"]]
@@ -215,5 +251,5 @@ def test_killed_replica_under_load(gateway, deployment, replicas):
     print(
         f"{len(answers)} answers, none failed; killed replica out of the pool {marked - killed:.1f} s "
         f"after SIGKILL; the long answer came {long_answer['done'] - killed:.1f} s after the kill; "
-        f"load ran {took:.1f} s after the kill"
+        f"load ran {took:.1f} s after the kill; the cut stream had {streamed['chunks']} chunks ({stream_row.error_class})"
     )
