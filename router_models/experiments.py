@@ -76,6 +76,34 @@ DOMAINS = (
 )
 """Subject prototypes for the domain-cue candidate (cosine of the request embedding with each)."""
 
+M2V_RARITY_FEATURES = ("m2v_vector_norm", "m2v_log_id", "m2v_share_continuations", "m2v_share_unknown")
+"""Rarity under the request embedding's own WordPiece vocabulary (model2vec, ``gateway/embedding_model``):
+mean norm of the tokens' static vectors (distillation weights rarer tokens up; norm and id correlate
+0.59), mean log token id, share of ``##`` word-piece continuations (rare words split) and of ``[UNK]``."""
+
+
+def m2v_rarity(prompts: list[str]) -> np.ndarray:
+    from tokenizers import Tokenizer
+
+    from gateway.embeddings import MODEL_DIR
+
+    tokenizer = Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+    norms = np.linalg.norm(np.load(MODEL_DIR / "vectors.npz")["vectors"].astype(np.float64), axis=1)
+    texts = [F.conversation_text(F.prompt_messages(p)).analysed for p in prompts]
+    out = np.zeros((len(prompts), len(M2V_RARITY_FEATURES)))
+    for row, encoded in enumerate(tokenizer.encode_batch(texts)):
+        ids = np.array([i for i in encoded.ids if i < len(norms)], dtype=np.int64)
+        if len(ids):
+            pieces = encoded.tokens
+            out[row] = (
+                norms[ids].mean(),
+                np.log1p(ids).mean(),
+                np.mean([t.startswith("##") for t in pieces]),
+                np.mean([t == "[UNK]" for t in pieces]),
+            )
+    return out
+
+
 LLMROUTER_LARGE = ("llama-3.1-nemotron-51b-instruct", "llama-3.3-nemotron-super-49b-v1")
 LLMROUTER_SMALL = (
     "mistral-7b-instruct-v0.3",
@@ -120,6 +148,7 @@ class Lab:
     table: FeatureTable
     embeddings: np.ndarray
     candidate: np.ndarray
+    m2v_rarity: np.ndarray
     domain: np.ndarray
     model_names: list[str]
     model_scores: np.ndarray
@@ -144,9 +173,10 @@ class Lab:
         table = FeatureTable.build(dataset.prompts)
         embeddings = table.ensure_embeddings().astype(np.float64)
         candidate = np.array([candidate_features(p) for p in dataset.prompts])
+        rarity = m2v_rarity(dataset.prompts)
         domain = embeddings @ get_embedder().embed(list(DOMAINS)).astype(np.float64).T
         names, scores = D.llmrouter_model_scores()
-        return cls(dataset, table, embeddings, candidate, domain, names, scores)
+        return cls(dataset, table, embeddings, candidate, rarity, domain, names, scores)
 
 
 def _logistic(
@@ -312,6 +342,7 @@ CANDIDATES: dict[str, tuple[str, Scores]] = {
     "label: any 50B > Mistral": ("either large model beats Mistral-7B", _llmrouter_label("any-large")),
     "P(win | differ) x P(differ)": ("two models: do the answers differ, and who wins if so", win_given_differ),
     "+ rarity/option/entity features": ("structure + CANDIDATE_FEATURES", _with_block(lambda lab: lab.candidate)),
+    "+ model2vec rarity": ("structure + M2V_RARITY_FEATURES", _with_block(lambda lab: lab.m2v_rarity)),
     "+ domain prototypes": ("structure + cosine to 15 subject prototypes", _with_block(lambda lab: lab.domain)),
     "+ embedding PCA-8": ("structure + 8 principal components of the request embedding", embedding_pca),
     "embedding kNN (k=50)": ("share of positive labels among the 50 nearest training prompts", embedding_knn),

@@ -103,3 +103,11 @@ def test_experiment_baseline_is_the_shipped_protocol():
         length = rows[("length-only", source)]
         assert 0.5 < length.apgr < baseline.apgr
         assert length.delta_apgr_mean < 0
+
+
+def test_model2vec_rarity_sees_rare_words_split_into_pieces():
+    common, rare = E.m2v_rarity(["the cat sat on the mat", "pharmacokinetics of immunosuppressants"])
+    named = lambda row: dict(zip(E.M2V_RARITY_FEATURES, row, strict=True))  # noqa: E731
+    assert named(rare)["m2v_share_continuations"] > named(common)["m2v_share_continuations"] == 0
+    assert named(rare)["m2v_log_id"] > named(common)["m2v_log_id"]
+    assert np.all(E.m2v_rarity([""]) == 0)
