@@ -58,6 +58,16 @@ class Tool(_Open):
 
 
 class ToolChoice(_Open):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"type": {"enum": ["auto", "any", "none"]}}},
+                {"properties": {"type": {"const": "tool"}}, "required": ["name"]},
+            ]
+        },
+    )
+
     type: Literal["auto", "any", "tool", "none"]
     name: str = Field(default=None, min_length=1, description="Required with `type: tool`.")
 

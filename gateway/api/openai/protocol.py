@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 #: JSON integers past 64 bits would reach us as floats (orjson) and upstreams reject them anyway:
 #: counts and ids are bounded here so such values get a clear 400 from the gateway.
 INT32_MAX = 2**31 - 1
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Seeds: JSON's safe integers. Past 2^53 a number and its neighbours are the same double, so
+#: clients, proxies and schema validators that read JSON numbers as doubles disagree on the value.
+SAFE_INT_MIN, SAFE_INT_MAX = -(2**53 - 1), 2**53 - 1
 TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
 TokenCount = Annotated[int, Field(ge=1, le=INT32_MAX)]
 
@@ -74,7 +76,7 @@ class _Sampling(_Open):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: TokenCount | None = None
     stop: str | bounded(str, 64) | None = None
-    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
+    seed: int | None = Field(default=None, ge=SAFE_INT_MIN, le=SAFE_INT_MAX)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
