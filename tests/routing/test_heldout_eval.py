@@ -55,3 +55,10 @@ def test_shipped_card_numbers_are_reproducible(held_out):
         assert result.auc == pytest.approx(recorded[source]["auc"], abs=1e-6)
         if result.apgr is not None:
             assert result.apgr == pytest.approx(recorded[source]["apgr"], abs=1e-6)
+
+
+def test_held_out_apgr_comes_with_its_sampling_noise(held_out):
+    for source in ("mmlu", "llmrouter"):
+        # A few thousand rows: APGR is known to within about a hundredth, not a thousandth.
+        assert 0.002 < held_out[source].apgr_sd < 0.03, source
+    assert held_out["arena"].apgr_sd is None
