@@ -318,6 +318,18 @@ def arena_weighted(lab: Lab, train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return _logistic(X[train], lab.labels[train], weights / weights.mean())(X[test])
 
 
+def sign_invariant(lab: Lab, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Only features whose correlation with the label has the same sign on the training rows and on arena."""
+    X, arena = lab.table.dense, lab.rows("arena")
+
+    def signs(rows: np.ndarray) -> np.ndarray:
+        centred = X[rows] - X[rows].mean(axis=0)
+        return np.sign(centred.T @ (lab.labels[rows] - lab.labels[rows].mean()))
+
+    keep = np.flatnonzero(signs(train) == signs(arena))
+    return _logistic(X[train][:, keep], lab.labels[train])(X[test][:, keep])
+
+
 C_GRID = (0.002, 0.003, 0.005, 0.01, 0.02, 0.03, 0.1, 0.3, 1.0)
 
 
@@ -349,6 +361,7 @@ CANDIDATES: dict[str, tuple[str, Scores]] = {
     "+ arena, source intercepts": ("arena's difficulty label added to training, one intercept per source", with_arena_intercepts),
     "task intercepts (20 clusters)": ("within-task weights: one intercept per k-means cluster", task_intercepts),
     "arena-weighted": ("training rows importance-weighted towards arena prompts", arena_weighted),
+    "sign-invariant features": ("structure features whose label correlation has one sign on train and arena", sign_invariant),
     "L2, C by arena AUC": ("structure, regularisation selected on arena", _c_on_arena("l2")),
     "L1, C by arena AUC": ("sparse structure, regularisation selected on arena", _c_on_arena("l1")),
     "+ rarity, L1, C by arena AUC": ("structure + CANDIDATE_FEATURES, sparse", _c_on_arena("l1", lambda lab: lab.candidate)),
