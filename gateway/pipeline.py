@@ -85,8 +85,14 @@ class Exchange:
 
 
 class RelayResponse(StreamingResponse):
-    """A StreamingResponse that always closes its iterator, also when the client disconnects, so
-    the upstream call is cancelled and the ledger row written at once rather than at GC time."""
+    """A StreamingResponse that always closes its iterator and then runs `on_close`, also when the
+    client disconnects, so the upstream call is cancelled and the ledger row written at once rather
+    than at GC time. `on_close` covers a client gone before the first byte: an iterator that never
+    started does not run its `finally`."""
+
+    def __init__(self, content: Any, *, on_close: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
 
     async def stream_response(self, send) -> None:
         try:
@@ -94,6 +100,8 @@ class RelayResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                if self.on_close is not None:
+                    await self.on_close()
 
 
 def _request_id(request: Request) -> str:
@@ -347,19 +355,15 @@ class Pipeline:
         headers = ex.headers()
         headers["x-tiergate-overhead-ms"] = f"{(upstream_started - ex.started) * 1000:.3f}"
         headers["cache-control"] = "no-cache"
-        return RelayResponse(
-            self._relay(ex, upstream, upstream_started, body), media_type="text/event-stream", headers=headers
-        )
+        ended = False
 
-    async def _relay(
-        self, ex: Exchange, upstream: UpstreamStream, upstream_started: float, body: dict[str, Any]
-    ) -> AsyncIterator[bytes]:
-        completed = False
-        try:
-            async for chunk in upstream.frames:
-                yield chunk
-            completed = upstream.error_class is None
-        finally:
+        async def end(completed: bool) -> None:
+            """Close the upstream, then the ledger row with what was relayed; runs once, from whichever
+            comes first: the relay's end or the response's close (client gone before the first byte)."""
+            nonlocal ended
+            if ended:
+                return
+            ended = True
             await upstream.aclose()
             ex.upstream_s = time.perf_counter() - upstream_started
             if upstream.first_token_at is not None:
@@ -372,6 +376,23 @@ class Pipeline:
             self.finish(ex, status=200, error_class=error_class)
             if error_class is None:
                 self._answered(ex, body, accumulated.completion())
+
+        return RelayResponse(
+            self._relay(upstream, end),
+            media_type="text/event-stream",
+            headers=headers,
+            on_close=lambda: end(False),
+        )
+
+    @staticmethod
+    async def _relay(upstream: UpstreamStream, end: Callable[[bool], Any]) -> AsyncIterator[bytes]:
+        completed = False
+        try:
+            async for chunk in upstream.frames:
+                yield chunk
+            completed = upstream.error_class is None
+        finally:
+            await end(completed)
 
     # --- bookkeeping ----------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 ``ReplicaPool`` scrapes every replica in the background (``selfhost.probe``), takes a replica out of service
 after ``fail_threshold`` failed scrapes in a row and puts it back after ``recover_threshold`` good ones.
 ``pick`` returns ``None`` when no in-service replica is within the ``LoadLimits``: the routing policy then
-spills the request over to its next tier.
+spills the request over to its next tier. Besides the scraped queue, a replica's limits count the requests
+this process has in flight on it (``pick`` to ``release``) against its ``max-num-seqs``, which reacts to a
+burst at once instead of at the next scrape.
 
 Requests that share a long prefix should land on the same replica so vLLM's prefix cache hits. ``pick`` ranks
 replicas by rendezvous (highest-random-weight) hashing of the caller's prefix key: the ranking of a key only
@@ -50,12 +52,23 @@ class ReplicaState:
     successes: int = 0  # consecutive
     picked_since_scrape: int = 0
     last_error: str | None = None
+    in_flight: int = 0  # requests this process sent to the replica that have not finished yet
+    capacity: int | None = None  # the replica's max-num-seqs, when the catalogue states it
 
     def within(self, limits: LoadLimits) -> bool:
         load = self.load
         if not self.in_service or load is None:
             return False
         if limits.max_waiting is not None and load.waiting > limits.max_waiting:
+            return False
+        # The scrape is up to a refresh interval old; what this process has in flight is not. Without
+        # this, a burst between two scrapes all lands on a replica that looked idle at the last one.
+        # One more request must not queue beyond `max_waiting` behind the ones already in flight.
+        if (
+            limits.max_waiting is not None
+            and self.capacity is not None
+            and self.in_flight + 1 - self.capacity > limits.max_waiting
+        ):
             return False
         if limits.max_kv_cache_usage is not None and load.kv_cache_usage > limits.max_kv_cache_usage:
             return False
@@ -79,13 +92,14 @@ class ReplicaPool:
         recover_threshold: int = 2,
         client: httpx.AsyncClient | None = None,
         on_scrape: Callable[[Replica, ReplicaLoad], None] | None = None,
+        capacity: int | None = None,
     ):
         self.limits = limits or LoadLimits()
         self.refresh_interval = refresh_interval
         self.probe_timeout = probe_timeout
         self.fail_threshold = fail_threshold
         self.recover_threshold = recover_threshold
-        self._states = {r.id: ReplicaState(r) for r in replicas}
+        self._states = {r.id: ReplicaState(r, capacity=capacity) for r in replicas}
         self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         self._task: asyncio.Task | None = None
@@ -138,7 +152,13 @@ class ReplicaPool:
         if chosen is None:
             return None
         chosen.picked_since_scrape += 1
+        chosen.in_flight += 1
         return chosen.replica
+
+    def release(self, replica_id: str) -> None:
+        """A request ``pick`` sent to this replica has finished (answered, failed or cancelled)."""
+        state = self._states[replica_id]
+        state.in_flight = max(state.in_flight - 1, 0)
 
     def mark_down(self, replica_id: str, error: str) -> None:
         """A request could not even connect (the server is gone): out of service now rather than after

@@ -113,6 +113,7 @@ class OpenAIWireUpstream:
             )
         result = UpstreamStream(frames=None)  # type: ignore[arg-type]
         result.frames = self._relay(resp, result, client_wants_usage)
+        result.closers.append(resp.close)  # a no-op once the relay released the connection to the pool
         return result
 
     async def _relay(

@@ -75,7 +75,9 @@ class SelfHostedUpstream:
         self.entry = entry
         replicas = [Replica(p.id, p.base_url, entry.name) for p in plan(entry, vllm="vllm")]
         self.meter = CostMeter(entry.cost)
-        self.pool = ReplicaPool(replicas, ANY_HEALTHY, on_scrape=self._scraped)
+        self.pool = ReplicaPool(
+            replicas, ANY_HEALTHY, on_scrape=self._scraped, capacity=entry.batching.max_num_seqs
+        )
         self._upstreams = {
             r.id: OpenAIWireUpstream(deployment.model_copy(update={"api_base": f"{r.base_url}/v1"}), session)
             for r in replicas
@@ -104,11 +106,17 @@ class SelfHostedUpstream:
     async def _on_a_replica(
         self, body: dict[str, Any], call: Callable[[OpenAIWireUpstream], Awaitable[T]]
     ) -> T:
-        """`call` on the replica the pool picks; on a replica that is gone, on the next one."""
+        """`call` on the replica the pool picks; on a replica that is gone, on the next one. The pool
+        counts the request in flight on its replica until it is answered (a stream: until closed)."""
         key, tried = prefix_key(body), set()
         while (replica := self.pool.pick(key, exclude=tried)) is not None:
+            held = False
             try:
-                return await call(self._upstreams[replica.id])
+                result = await call(self._upstreams[replica.id])
+                if isinstance(result, UpstreamStream):
+                    result.closers.append(lambda r=replica.id: self.pool.release(r))
+                    held = True
+                return result
             except UpstreamError as exc:
                 if exc.error_class not in REPLICA_GONE:
                     raise
@@ -117,6 +125,9 @@ class SelfHostedUpstream:
                 if exc.error_class == "connect_error":
                     self.pool.mark_down(replica.id, exc.message)
                 last = exc
+            finally:
+                if not held:
+                    self.pool.release(replica.id)
         if tried:
             raise last
         raise UpstreamError("no_healthy_replica", f"no healthy replica of {self.entry.name}", status=503)

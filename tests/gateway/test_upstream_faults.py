@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conftest import sim_deployments
@@ -149,5 +151,60 @@ def test_client_disconnect_mid_stream_cancels_upstream_and_ledgers_partial_usage
         assert row.error_class == "client_disconnected" and row.stream
         assert row.usage_estimated and 3 <= row.output_tokens < 200
         assert row.cost_micros > 0
+    finally:
+        httpx.post(f"{simulator.base_url}/_sim/latency", json={"model": "gpt-4o", "itl_ms": 0, "tokens": 24})
+
+
+def test_client_gone_before_the_first_byte_still_closes_the_upstream_and_is_ledgered(make_gateway, simulator):
+    """The stream's response never starts (the client went away first): the relay generator never runs,
+    yet the upstream stream is closed and the request has its ledger row."""
+    gw = make_gateway()
+    key = gw.create_key()
+    body = orjson.dumps({"model": "gpt-4o", "messages": MESSAGES, "stream": True})
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    httpx.post(f"{simulator.base_url}/_sim/latency", json={"model": "gpt-4o", "itl_ms": 50, "tokens": 200})
+    before = httpx.get(f"{simulator.base_url}/_sim/stats").json()
+
+    async def served_to_a_vanished_client() -> list[str]:
+        messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+        sent: list[str] = []
+
+        async def receive() -> dict:
+            return next(messages, {"type": "http.disconnect"})
+
+        async def send(message: dict) -> None:
+            sent.append(message["type"])
+            raise OSError("connection reset by peer")  # the socket is gone: nothing can be written
+
+        with contextlib.suppress(Exception):
+            await gw.app(scope, receive, send)
+        return sent
+
+    try:
+        assert gw.run(served_to_a_vanished_client()) == ["http.response.start"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            stats = httpx.get(f"{simulator.base_url}/_sim/stats").json()
+            if stats["streams_cancelled"] > before["streams_cancelled"]:
+                break
+            time.sleep(0.05)
+        assert stats["requests_total"] == before["requests_total"] + 1
+        assert stats["streams_cancelled"] == before["streams_cancelled"] + 1  # generation stopped upstream
+        time.sleep(0.2)
+        [row] = ledger_rows(gw)
+        assert (row.status_code, row.error_class, row.stream) == (200, "client_disconnected", True)
     finally:
         httpx.post(f"{simulator.base_url}/_sim/latency", json={"model": "gpt-4o", "itl_ms": 0, "tokens": 24})

@@ -91,6 +91,30 @@ async def test_replica_past_its_queue_limit_is_skipped_and_all_full_means_spill_
     await pool.aclose()
 
 
+async def test_requests_in_flight_count_against_max_num_seqs_between_scrapes(servers):
+    """A burst between two scrapes: the scrape still says idle, but this process knows what it sent."""
+    pool = ReplicaPool(replicas(servers[:1]), LoadLimits(max_waiting=1), capacity=2)
+    await pool.refresh()  # idle: 0 running, 0 waiting
+    picked = [pool.pick() for _ in range(3)]  # 2 run, 1 may wait
+    assert [r.id for r in picked] == ["r0"] * 3
+    assert pool.pick() is None  # a 4th would be the 2nd waiting: spill over, whatever the scrape says
+    pool.release("r0")
+    assert pool.pick().id == "r0"  # one finished: room again
+    (state,) = pool.states()
+    assert state.in_flight == 3
+    for _ in range(5):
+        pool.release("r0")
+    assert state.in_flight == 0  # never negative
+    await pool.aclose()
+
+
+async def test_without_a_stated_capacity_only_the_scrape_decides(servers):
+    pool = ReplicaPool(replicas(servers[:1]), LoadLimits(max_waiting=0))
+    await pool.refresh()
+    assert all(pool.pick() is not None for _ in range(50))
+    await pool.aclose()
+
+
 async def test_kv_cache_and_ttft_limits(servers):
     pool = ReplicaPool(replicas(servers[:1]), LoadLimits(max_waiting=None, max_kv_cache_usage=0.001))
     servers[0].metrics = BUSY  # kv_cache_usage 0.00122

@@ -90,7 +90,8 @@ def _to_anthropic(response: Response, model: str, tool_names: dict[str, str]) ->
     headers = _headers(response)
     if isinstance(response, StreamingResponse):
         frames = translate_stream(response.body_iterator, StreamTranslator(model, tool_names))
-        return RelayResponse(frames, media_type="text/event-stream", headers=headers)
+        on_close = response.on_close if isinstance(response, RelayResponse) else None
+        return RelayResponse(frames, media_type="text/event-stream", headers=headers, on_close=on_close)
     data: dict[str, Any] = orjson.loads(response.body)
     if response.status_code != 200:
         error = data.get("error") if isinstance(data.get("error"), dict) else {}
