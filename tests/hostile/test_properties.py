@@ -214,19 +214,31 @@ def test_parsed_upstream_usage_always_prices_non_negative(raw, price):
 
 # --- request validation and normalisation ---------------------------------------------------------
 
+#: What a JSON parser can hand the gateway: orjson turns integers past 64 bits into floats.
+parsed_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
 SCHEMAS = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest, MessagesRequest]
 
 message = st.fixed_dictionaries(
-    {"role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool", "wizard"]), json_values)},
-    optional={"content": st.one_of(st.text(max_size=20), json_values), "name": json_values},
+    {"role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool", "wizard"]), parsed_json)},
+    optional={"content": st.one_of(st.text(max_size=20), parsed_json), "name": parsed_json},
 )
 bodies = st.one_of(
-    st.dictionaries(st.text(max_size=10), json_values, max_size=6),
+    st.dictionaries(st.text(max_size=10), parsed_json, max_size=6),
     st.fixed_dictionaries(
-        {"model": st.one_of(st.just("gpt-4o-mini"), json_values), "messages": st.one_of(st.lists(message, max_size=3), json_values)},
+        {"model": st.one_of(st.just("gpt-4o-mini"), parsed_json), "messages": st.one_of(st.lists(message, max_size=3), parsed_json)},
         optional={
-            "temperature": json_values, "max_tokens": json_values, "n": json_values, "stream": json_values,
-            "tools": json_values, "stop": json_values, "prompt": json_values, "input": json_values,
+            "temperature": parsed_json, "max_tokens": parsed_json, "n": parsed_json, "stream": parsed_json,
+            "tools": parsed_json, "stop": parsed_json, "prompt": parsed_json, "input": parsed_json,
         },
     ),
 )  # fmt: skip
@@ -250,18 +262,6 @@ def test_validation_is_a_400_or_a_body_the_gateway_can_use(schema, body):
         cache_keys.exact_digest(("t", "p"), normalised)
         text = cache_keys.final_user_text(normalised)
         assert text is None or isinstance(text, str)
-
-
-#: What a JSON parser can hand the gateway: orjson turns integers past 64 bits into floats.
-parsed_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=12,
-)
 
 
 @given(body=st.dictionaries(st.text(max_size=10), parsed_json, max_size=6), data=st.data())
