@@ -228,7 +228,9 @@ class Pipeline:
             ex.route_reason = "explicit deployment"
             metrics.ROUTE_DECISIONS.labels("", ex.requested_model, "explicit").inc()
             return self.upstreams.chain(ex.requested_model)
-        ex.score = self.scorer.score(*self._conversation(ex.endpoint, body))
+        # The final turn's embedding, when the semantic cache already computed it: scored once per request.
+        embedding = ex.cache_lookup.embedding if ex.cache_lookup is not None else None
+        ex.score = self.scorer.score(*self._conversation(ex.endpoint, body), embedding)
         try:
             decision = router.decide(
                 ex.score,
