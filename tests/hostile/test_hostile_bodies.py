@@ -176,3 +176,59 @@ def test_the_container_cap_admits_big_real_requests(module_gateway, key):
         timeout=30,
     )
     assert response.status_code == 404, response.text[:300]
+
+
+def _body_routes() -> list[tuple[str, str]]:
+    """Every non-hot operation that takes a request body, from the app's own OpenAPI document."""
+    from gateway.api.openai.routes import HOT_ROUTES
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    document = create_app(Settings(deployments=[])).openapi()
+    return [
+        (method.upper(), path.replace("{name}", "x"))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation and path not in HOT_ROUTES and path != "/v1/messages"
+    ]
+
+
+BODY_ROUTES = _body_routes()
+
+
+def test_every_body_route_was_found():
+    assert ("POST", "/admin/keys") in BODY_ROUTES and ("PUT", "/admin/assignments") in BODY_ROUTES
+    assert len(BODY_ROUTES) >= 7
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES, ids=[f"{m} {p}" for m, p in BODY_ROUTES])
+def test_other_routes_refuse_huge_bodies_before_buffering_them(module_gateway, method, path):
+    """Without credentials, 3x the limit streamed in 1 MB chunks: a 413 before the framework (which
+    reads bodies before checking the admin key) buffers it all."""
+
+    def chunks():
+        for _ in range(3 * LIMIT // (1 << 20)):
+            yield b"[" * (1 << 20)
+
+    with PeakRss() as rss:
+        response = httpx.request(
+            method,
+            module_gateway.base_url + path,
+            content=chunks(),
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert rss.growth_mb < 100, f"RSS grew {rss.growth_mb:.0f} MB"
+
+
+def test_other_routes_refuse_container_floods(module_gateway):
+    flood = padded(b'{"team": "t", "name": [', b"{}", b"]}", size=LIMIT // 2)
+    response = httpx.post(
+        module_gateway.base_url + "/admin/keys",
+        content=flood,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
