@@ -55,7 +55,7 @@ class PolicyDocument(BaseModel):
 class Activation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, le=MAX_VERSION)
+    version: int = Field(ge=1, le=MAX_VERSION, strict=True)
 
 
 class Assignment(BaseModel):
@@ -70,10 +70,10 @@ class SimulationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int | None = Field(
-        default=None, ge=1, le=MAX_VERSION, description="A stored version (default: the latest)."
+        default=None, ge=1, le=MAX_VERSION, strict=True, description="A stored version (default: the latest)."
     )
     document: dict[str, Any] | None = Field(default=None, description="Or an unsaved candidate document.")
-    last: int = Field(default=1000, ge=1, le=1_000_000)
+    last: int = Field(default=1000, ge=1, le=1_000_000, strict=True)
     team: str | None = None
 
 

@@ -46,7 +46,7 @@ class KeyCreate(BaseModel):
     name: str | None = Field(default=None, max_length=128)
     budget_daily_usd: Decimal | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
     budget_monthly_usd: Decimal | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
-    rpm_limit: int | None = Field(default=None, gt=0, le=2**31 - 1)
+    rpm_limit: int | None = Field(default=None, gt=0, le=2**31 - 1, strict=True)
 
 
 @router.post("/keys", status_code=201, summary="Create a virtual key (the key is shown only here)")

@@ -31,7 +31,9 @@ ERROR_TYPES = {
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: JSON types as documented ("2" is not an integer, true is not 1); the body is relayed
+    # as it came, so a value the gateway coerced would still reach the upstream with the wrong type
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class Block(_Open):
@@ -60,6 +62,7 @@ class Tool(_Open):
 class ToolChoice(_Open):
     model_config = ConfigDict(
         extra="allow",
+        strict=True,
         json_schema_extra={
             "anyOf": [
                 {"properties": {"type": {"enum": ["auto", "any", "none"]}}},

@@ -35,7 +35,9 @@ TokenIds = bounded(TokenId, MAX_TOKENS_PER_PROMPT)
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: JSON types as documented ("2" is not an integer, true is not 1); the body is relayed
+    # as it came, so a value the gateway coerced would still reach the upstream with the wrong type
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ContentPart(_Open):
