@@ -12,6 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
+from gateway.api.openai.protocol import json_int
 from gateway.errors import GatewayError
 
 #: Anthropic's error `type` for each HTTP status (https://docs.anthropic.com/en/api/errors).
@@ -83,13 +84,13 @@ class ToolChoice(_Open):
 
 class MessagesRequest(_Open):
     model: str = Field(min_length=1, max_length=256)
-    max_tokens: int = Field(ge=1, le=2**31 - 1)
+    max_tokens: json_int(1, 2**31 - 1)
     messages: list[Message] = Field(min_length=1, max_length=100_000, fail_fast=True)
     system: str | Annotated[list[TextBlock], Field(max_length=100_000, fail_fast=True)] | None = None
     stream: bool | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    top_k: json_int(0, 2**31 - 1) | None = None
     stop_sequences: Annotated[list[str], Field(max_length=1024, fail_fast=True)] | None = None
     tools: Annotated[list[Tool], Field(max_length=1024, fail_fast=True)] | None = None
     tool_choice: ToolChoice | None = None

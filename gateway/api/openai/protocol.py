@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 #: JSON integers past 64 bits would reach us as floats (orjson) and upstreams reject them anyway:
 #: counts and ids are bounded here so such values get a clear 400 from the gateway.
@@ -17,8 +17,23 @@ INT32_MAX = 2**31 - 1
 #: Seeds: JSON's safe integers. Past 2^53 a number and its neighbours are the same double, so
 #: clients, proxies and schema validators that read JSON numbers as doubles disagree on the value.
 SAFE_INT_MIN, SAFE_INT_MAX = -(2**53 - 1), 2**53 - 1
-TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
-TokenCount = Annotated[int, Field(ge=1, le=INT32_MAX)]
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema counts 16.0 as an integer; strict validation would not. Bools stay refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def json_int(ge: int, le: int) -> Any:
+    """A JSON integer in [ge, le]: an int, or a float without a fractional part; never a bool or a
+    string. (The bounds go before the validator, or pydantic's JSON schema loses them.)"""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
+
+
+TokenId = json_int(0, INT32_MAX)
+TokenCount = json_int(1, INT32_MAX)
 
 #: Array lengths. Besides documenting the limits, `fail_fast` stops at the first bad element: a
 #: body of a million wrong elements would otherwise build a million error records (hundreds of MB).
@@ -73,12 +88,12 @@ class _Sampling(_Open):
     model: str = Field(min_length=1, max_length=256)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    n: int | None = Field(default=None, ge=1, le=128)
+    n: json_int(1, 128) | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: TokenCount | None = None
     stop: str | bounded(str, 64) | None = None
-    seed: int | None = Field(default=None, ge=SAFE_INT_MIN, le=SAFE_INT_MAX)
+    seed: json_int(SAFE_INT_MIN, SAFE_INT_MAX) | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
