@@ -87,8 +87,30 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return resolve(schema)
 
 
+def _header(description: str, required: bool = False, **schema: Any) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": {"type": "string", **schema}}
+
+
+#: On every answer of a model-calling route, errors included.
+_REQUEST_ID = {"x-request-id": _header("The request's id (the caller's, if it sent a valid one).", True)}
+#: On answers that went through the pipeline.
+_GATEWAY_HEADERS = {
+    **_REQUEST_ID,
+    "x-tiergate-cache": _header(
+        "Response cache outcome.", True, enum=["off", "miss", "exact", "semantic", "bypass"]
+    ),
+    "x-tiergate-route": _header("`tier/deployment` that answered."),
+    "x-tiergate-route-reason": _header("Which routing rule fired (or the cache hit)."),
+    "x-tiergate-cost-usd": _header("Actual cost in USD (non-streamed answers).", pattern=r"^-?\d+\.\d{6}$"),
+    "x-tiergate-overhead-ms": _header("Time the gateway added, in milliseconds.", pattern=r"^\d+\.\d+$"),
+}
+
+
 def _errors(statuses: tuple[int, ...], error_model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": error_model, "description": _WHY[status]} for status in statuses}
+    return {
+        status: {"model": error_model, "description": _WHY[status], "headers": _REQUEST_ID}
+        for status in statuses
+    }
 
 
 def hot_route(
@@ -100,7 +122,11 @@ def hot_route(
     error_model: type[BaseModel] = ErrorResponse,
 ) -> dict[str, Any]:
     """Keyword arguments for a hot route's `@router.post(...)`: request body, responses, errors."""
-    success: dict[str, Any] = {"model": response_model, "description": "The upstream's answer."}
+    success: dict[str, Any] = {
+        "model": response_model,
+        "description": "The upstream's answer (or the cache's).",
+        "headers": _GATEWAY_HEADERS,
+    }
     if streams:
         success["description"] += " With `stream: true`, server-sent events."
         success["content"] = {"text/event-stream": {"schema": _SSE_EVENT}}
