@@ -23,7 +23,7 @@ from gateway.settings import Settings
 from tests.hostile.conftest import ADMIN_KEY
 
 #: Generated cases per operation (besides the document's examples); raise it for a deeper run.
-MAX_EXAMPLES = int(os.environ.get("TIERGATE_FUZZ_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("TIERGATE_FUZZ_EXAMPLES", "60"))
 
 #: The operations, read from the app itself so new routes are fuzzed without touching this file.
 OPERATIONS = [
