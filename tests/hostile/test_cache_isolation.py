@@ -149,3 +149,19 @@ def test_ambiguous_tenant_names_are_refused(gw, spec):
     assert response.json()["error"]["param"] in ("team", "project")
     with pytest.raises(ValueError):
         gw.create_key(**{"project": None, **spec})
+
+
+def test_a_tenant_cannot_plant_answers_for_another(gw, simulator, victim):
+    """The other direction: entries an attacker stores first are never served to the victim."""
+    planted = "Which planet is known as the red planet?"
+    attacker = gw.create_key(team="evil", project="web")
+    for content in (planted, planted.upper(), f"[tenant acme/web] {planted}"):
+        ask(gw, attacker, content, headers={"x-tiergate-team": "acme", "x-tiergate-project": "web"})
+    assert ask(gw, attacker, planted).headers["x-tiergate-cache"] == "exact"  # it is stored, for evil
+    before = upstream_requests(simulator)
+    assert ask(gw, victim, planted).headers["x-tiergate-cache"] == "miss"
+    assert upstream_requests(simulator) == before + 1
+    assert ask(gw, victim, planted.upper()).headers["x-tiergate-cache"] in (
+        "exact",
+        "semantic",
+    )  # its own now
