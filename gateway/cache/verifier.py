@@ -11,8 +11,11 @@ artifact and its operating point are described in ``VERIFIER.md``.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,11 @@ _NEGATIONS = {
     "can't", "couldn't", "shouldn't", "hasn't", "haven't", "hadn't", "mustn't", "except", "instead",
 }  # fmt: skip
 _QUESTION_WORDS = ["what", "how", "why", "when", "where", "who", "whom", "whose", "which", "whether"]
+# "X to Y", "X into Y", "X over Y", ...: the same words around such a connector, swapped, ask something
+# else ("convert Celsius to Fahrenheit" / "Fahrenheit to Celsius", "tofu over bean curd").
+ROLE = re.compile(r"\b([A-Za-z][\w+#-]*) (to|into|over|from|instead of) (?:(a|an|the) )?([A-Za-z][\w+#-]*)\b")
+_PRONOUNS = {"i", "me", "my", "mine", "myself", "you", "your", "yours", "yourself", "we", "us", "our",
+             "he", "him", "his", "she", "her", "they", "them", "their", "someone", "somebody", "anyone"}  # fmt: skip
 _CONTRAST = {"best", "worst", "most", "least", "more", "less", "better", "worse", "before", "after",
              "first", "last", "min", "max", "minimum", "maximum", "increase", "decrease", "buy", "sell",
              "pros", "cons", "advantages", "disadvantages", "start", "stop", "enable", "disable"}  # fmt: skip
@@ -54,6 +62,8 @@ FEATURE_NAMES = [
     "content_jaccard", "content_only_min", "content_only_max", "bigram_jaccard", "has_numbers",
     "numbers_equal", "numbers_symdiff", "negation_diff", "negation_parity", "entity_unmatched",
     "question_word_equal", "first_word_equal", "contrast_symdiff", "words_only_max", "symbols_symdiff",
+    "align_min", "align_max", "worst_match", "unmatched_idf_max", "idf_jaccard", "idf_symdiff",
+    "idf_words_jaccard", "order_discordance", "pronoun_symdiff", "role_swap",
 ]  # fmt: skip
 # +1: the feature can only raise the probability of "same request"; -1: only lower it.
 MONOTONIC = [
@@ -61,7 +71,12 @@ MONOTONIC = [
     1, -1, -1, 1, 0,
     1, -1, -1, -1, -1,
     1, 1, -1, -1, -1,
+    1, 1, 1, -1, 1, -1,
+    1, -1, -1, -1,
 ]  # fmt: skip
+# A content word counts as matched when the other text has a word at least this similar.
+MATCHED_SIMILARITY = 0.8
+PARSE_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,98 +89,208 @@ class _Parsed:
     question_words: frozenset[str]
     contrast: frozenset[str]
     symbols: str
+    word_set: frozenset[str]
+    bigrams: frozenset[tuple[str, str]]
+    length: int
+    order: dict[str, int]  # content word -> position, for words that occur once
+    pronouns: frozenset[str]
+    roles: frozenset[tuple[str, str, str]]  # (x, connector, y) for "x to y" and the like
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
 def _parse(text: str) -> _Parsed:
     words = [w.lower() for w in _WORD.findall(text)]
     numbers = {w for w in words if w[0].isdigit()} | {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
+    content = [w for w in words if w not in _STOP]
+    counts = Counter(content)
     return _Parsed(
         words=words,
-        content=frozenset(w for w in words if w not in _STOP),
+        content=frozenset(content),
         numbers=frozenset(numbers),
         negations=sum(w in _NEGATIONS or w.endswith("n't") for w in words),
         entities=frozenset(w.lower() for m in _CAPITALISED.findall(text.strip()) for w in _WORD.findall(m)),
         question_words=frozenset(w for w in words[:12] if w in _QUESTION_WORDS),
         contrast=frozenset(w for w in words if w in _CONTRAST),
         symbols="".join(sorted(_SYMBOL.findall(text))),
+        word_set=frozenset(words),
+        bigrams=frozenset(itertools.pairwise(words)),
+        length=max(len(text), 1),
+        order={w: i for i, w in enumerate(content) if counts[w] == 1},
+        pronouns=frozenset(w for w in words if w in _PRONOUNS),
+        roles=frozenset(
+            (m[0].lower(), m[1], m[3].lower())
+            for m in ROLE.findall(text)
+            if m[0].lower() not in _STOP and m[3].lower() not in _STOP and m[0].lower() != m[3].lower()
+        ),
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Text:
+    """A parsed text and, per content word (sorted): token-vector sum, unit vector and IDF weight."""
+
+    parsed: _Parsed
+    content: tuple[str, ...]
+    sums: np.ndarray
+    units: np.ndarray
+    idf: np.ndarray
+
+
 def _multiset_symdiff(a: str, b: str) -> int:
+    if a == b:
+        return 0
     ca, cb = Counter(a), Counter(b)
     return sum(((ca - cb) + (cb - ca)).values())
 
 
-def _jaccard(a: frozenset[str] | set[str], b: frozenset[str] | set[str]) -> float:
+def _discordance(a: dict[str, int], b: dict[str, int]) -> float:
+    """Share of the pairs of words both texts hold once whose order differs ("X over Y" / "Y over X")."""
+    shared = [w for w in a if w in b]
+    if len(shared) < 2:
+        return 0.0
+    in_b = [b[w] for w in sorted(shared, key=a.__getitem__)]
+    pairs = len(in_b) * (len(in_b) - 1) // 2
+    return sum(x > y for i, x in enumerate(in_b) for y in in_b[i + 1 :]) / pairs
+
+
+def _jaccard(a: frozenset | set, b: frozenset | set) -> float:
     union = len(a | b)
     return len(a & b) / union if union else 1.0
 
 
-def pair_features_many(
-    cached: list[str], new: str, cosines: list[float], embedder: Embedder | None = None
-) -> np.ndarray:
-    """Feature rows for each cached text against ``new`` (one embedding call for all of them)."""
-    pb = _parse(new)
-    parsed = [_parse(a) for a in cached]
-    diffs = [(pa.content - pb.content, pb.content - pa.content) for pa in parsed]
-    to_embed = [
-        " ".join(sorted(side)) for only_a, only_b in diffs if only_a and only_b for side in (only_a, only_b)
-    ]
-    vectors = (embedder or get_embedder()).embed(to_embed) if to_embed else None
-    rows, k = [], 0
-    for a, pa, (only_a, only_b), cosine in zip(cached, parsed, diffs, cosines, strict=True):
+class Featuriser:
+    """Computes the verifier's features; ``idf`` (word -> weight, learned from the training split) and
+    ``idf_unseen`` (the weight of any other word) come with the artifact they were trained for.
+
+    Parsed texts and word vectors are remembered (bounded), so the cached side of a pair, which
+    recurs across lookups, is analysed once.
+    """
+
+    def __init__(self, idf: dict[str, float], idf_unseen: float, embedder: Embedder | None = None) -> None:
+        self.idf, self.idf_unseen = idf, idf_unseen
+        self._embedder = embedder
+        self._texts: dict[str, _Text] = {}
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder or get_embedder()
+
+    def _text(self, text: str) -> _Text:
+        found = self._texts.get(text)
+        if found is not None:
+            return found
+        parsed = _parse(text)
+        content = tuple(sorted(parsed.content))
+        sums, _ = self.embedder.word_sums(content)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        units = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
+        idf = np.array([self.idf.get(w, self.idf_unseen) for w in content], dtype=np.float64)
+        found = _Text(parsed, content, sums, units, idf)
+        if len(self._texts) >= PARSE_CACHE_SIZE:
+            del self._texts[next(iter(self._texts))]
+        self._texts[text] = found
+        return found
+
+    def weight(self, words: Iterable[str]) -> float:
+        return sum(self.idf.get(w, self.idf_unseen) for w in words)
+
+    def many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
+        """Feature rows for each cached text against ``new``."""
+        tb = self._text(new)
+        rows = [self._row(self._text(a), tb, cosine) for a, cosine in zip(cached, cosines, strict=True)]
+        if not rows:
+            return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
+        return np.array(rows, dtype=np.float32)
+
+    def _row(self, ta: _Text, tb: _Text, cosine: float) -> list[float]:
+        pa, pb = ta.parsed, tb.parsed
+        only_a, only_b = pa.content - pb.content, pb.content - pa.content
         if only_a and only_b:
-            diff_cosine = float(vectors[k] @ vectors[k + 1])  # type: ignore[index]
-            k += 2
+            va = ta.sums[[i for i, w in enumerate(ta.content) if w in only_a]].sum(axis=0)
+            vb = tb.sums[[i for i, w in enumerate(tb.content) if w in only_b]].sum(axis=0)
+            na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
+            diff_cosine = float(va @ vb) / (na * nb) if na > 0 and nb > 0 else 0.0
         else:
             diff_cosine = 1.0 if not (only_a or only_b) else 0.0
-        rows.append(_row(a, new, pa, pb, cosine, diff_cosine))
-    return np.stack(rows) if rows else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-
-
-def pair_features(a: str, b: str, cosine: float, embedder: Embedder | None = None) -> np.ndarray:
-    """The verifier's feature vector for texts ``a`` and ``b`` whose embedding cosine is ``cosine``."""
-    return pair_features_many([a], b, [cosine], embedder)[0]
-
-
-def _row(a: str, b: str, pa: _Parsed, pb: _Parsed, cosine: float, diff_cosine: float) -> np.ndarray:
-    only_a, only_b = pa.content - pb.content, pb.content - pa.content
-    bigrams_a = set(zip(pa.words, pa.words[1:], strict=False))
-    bigrams_b = set(zip(pb.words, pb.words[1:], strict=False))
-    len_a, len_b = max(len(a), 1), max(len(b), 1)
-    return np.array(
-        [
+        # Token alignment: each content word's best match among the other text's content words.
+        if ta.content and tb.content:
+            sim = ta.units @ tb.units.T
+            best_a, best_b = sim.max(axis=1), sim.max(axis=0)
+            align_a = float(ta.idf @ best_a / ta.idf.sum())
+            align_b = float(tb.idf @ best_b / tb.idf.sum())
+            worst = float(min(best_a.min(), best_b.min()))
+            unmatched = [*ta.idf[best_a < MATCHED_SIMILARITY], *tb.idf[best_b < MATCHED_SIMILARITY]]
+            unmatched_max = float(max(unmatched)) if unmatched else 0.0
+        elif ta.content or tb.content:
+            align_a = align_b = worst = 0.0
+            unmatched_max = float(max(ta.idf.max(initial=0.0), tb.idf.max(initial=0.0)))
+        else:
+            align_a = align_b = worst = 1.0
+            unmatched_max = 0.0
+        content_union = self.weight(pa.content | pb.content)
+        words_union = self.weight(pa.word_set | pb.word_set)
+        return [
             cosine,
             diff_cosine,
-            min(len_a, len_b) / max(len_a, len_b),
+            min(pa.length, pb.length) / max(pa.length, pb.length),
             min(len(pa.words), len(pb.words)),
             max(len(pa.words), len(pb.words)),
-            _jaccard(set(pa.words), set(pb.words)),
+            _jaccard(pa.word_set, pb.word_set),
             _jaccard(pa.content, pb.content),
             min(len(only_a), len(only_b)),
             max(len(only_a), len(only_b)),
-            _jaccard(bigrams_a, bigrams_b),
+            _jaccard(pa.bigrams, pb.bigrams),
             float(bool(pa.numbers or pb.numbers)),
             float(pa.numbers == pb.numbers),
             len(pa.numbers ^ pb.numbers),
             abs(pa.negations - pb.negations),
             float((pa.negations % 2) != (pb.negations % 2)),
-            len(pa.entities - set(pb.words)) + len(pb.entities - set(pa.words)),
+            len(pa.entities - pb.word_set) + len(pb.entities - pa.word_set),
             float(pa.question_words == pb.question_words),
             float(bool(pa.words) and bool(pb.words) and pa.words[0] == pb.words[0]),
             len(pa.contrast ^ pb.contrast),
-            max(len(set(pa.words) - set(pb.words)), len(set(pb.words) - set(pa.words))),
+            max(len(pa.word_set - pb.word_set), len(pb.word_set - pa.word_set)),
             _multiset_symdiff(pa.symbols, pb.symbols),
-        ],
-        dtype=np.float32,
-    )
+            min(align_a, align_b),
+            max(align_a, align_b),
+            worst,
+            unmatched_max,
+            self.weight(pa.content & pb.content) / content_union if content_union else 1.0,
+            self.weight(pa.content ^ pb.content),
+            self.weight(pa.word_set & pb.word_set) / words_union if words_union else 1.0,
+            _discordance(pa.order, pb.order),
+            len(pa.pronouns ^ pb.pronouns),
+            sum((y, c, x) in pb.roles for x, c, y in pa.roles),
+        ]
+
+
+def learn_idf(texts: Iterable[str], min_count: int = 2) -> tuple[dict[str, float], float]:
+    """Smoothed inverse document frequency of each word seen in ``min_count`` texts or more, and the
+    weight given to every other word (that of a word seen once)."""
+    unique = set(texts)
+    counts = Counter(w for t in unique for w in _parse(t).word_set)
+    n = len(unique)
+    idf = {w: math.log((n + 1) / (c + 1)) + 1.0 for w, c in counts.items() if c >= min_count}
+    return idf, math.log((n + 1) / 2) + 1.0
+
+
+def pair_features(a: str, b: str, cosine: float, featuriser: Featuriser | None = None) -> np.ndarray:
+    """The verifier's feature vector for texts ``a`` and ``b`` whose embedding cosine is ``cosine``
+    (with the shipped artifact's IDF unless ``featuriser`` is given)."""
+    return (featuriser or get_verifier().featuriser).many([a], b, [cosine])[0]
 
 
 class Forest:
     """Boosted trees as flat arrays, evaluated for all trees at once with numpy.
 
     scikit-learn's predictor costs 3-35 ms per single-row call here (per-tree Python dispatch and
-    OpenMP start-up under CPU contention); this costs ~0.1 ms and needs no pickle at load time.
+    OpenMP start-up under CPU contention). Walking every tree one level per numpy step costs one
+    step per level of the deepest tree (~0.5 ms at depth 19); ``predict_proba`` instead uses
+    QuickScorer's bitmask traversal (Lucchese et al., SIGIR 2015), a fixed handful of numpy calls
+    whatever the depth: every split node compares its feature with its threshold at once; a node whose
+    test is false (x > threshold, go right) rules out the leaves of its left subtree, so each tree's
+    exit leaf is the leftmost leaf that no false node ruled out (the lowest set bit of the AND of
+    the masks of its false nodes, leaves numbered left to right).
     """
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
@@ -185,6 +310,53 @@ class Forest:
         self._left = np.where(self.is_leaf, own, self.left + offsets).ravel()
         self._right = np.where(self.is_leaf, own, self.right + offsets).ravel()
         self._value = self.value.ravel()
+        self._build_bitmasks()
+
+    def _build_bitmasks(self) -> None:
+        """Per split node: feature, threshold and the mask of leaves still reachable when its test
+        is false; per tree: the values of its leaves, left to right."""
+        feature, threshold, leaf_values, node_masks, node_tree = [], [], [], [], []
+        n_trees, _ = self.feature.shape
+        width = 0
+        for t in range(n_trees):
+            leaves: list[int] = []  # node ids, left to right
+            spans: dict[int, tuple[int, int]] = {}  # split node -> leaf range of its left subtree
+
+            def visit(node: int, t: int = t, leaves: list[int] = leaves, spans: dict = spans) -> None:
+                if self.is_leaf[t, node]:
+                    leaves.append(node)
+                    return
+                start = len(leaves)
+                visit(int(self.left[t, node]))
+                spans[node] = (start, len(leaves))
+                visit(int(self.right[t, node]))
+
+            visit(0)
+            width = max(width, len(leaves))
+            leaf_values.append([float(self.value[t, n]) for n in leaves])
+            for node, (lo, hi) in spans.items():
+                feature.append(int(self.feature[t, node]))
+                threshold.append(float(self.threshold[t, node]))
+                node_masks.append(((1 << 64) - 1) ^ (((1 << hi) - 1) ^ ((1 << lo) - 1)))
+                node_tree.append(t)
+        if width > 64:
+            raise ValueError(f"trees with {width} leaves: bitmask evaluation handles at most 64")
+        order = np.argsort(np.array(node_tree, dtype=np.int64), kind="stable")
+        self._qs_feature = np.array(feature, dtype=np.intp)[order]
+        self._qs_threshold = np.array(threshold, dtype=np.float64)[order]
+        self._qs_mask = np.array(node_masks, dtype=np.uint64)[order]
+        tree_of_node = np.array(node_tree, dtype=np.int64)[order]
+        # Trees that are a single leaf add a constant; the others reduce over their split nodes.
+        self._qs_trees = np.unique(tree_of_node)
+        self._qs_starts = np.searchsorted(tree_of_node, self._qs_trees)
+        constant = [i for i in range(n_trees) if i not in set(self._qs_trees.tolist())]
+        self._qs_constant = float(sum(leaf_values[i][0] for i in constant))
+        table = np.zeros((len(self._qs_trees), 64), dtype=np.float64)
+        for row, t in enumerate(self._qs_trees.tolist()):
+            table[row, : len(leaf_values[t])] = leaf_values[t]
+        self._qs_table = table.ravel()
+        self._qs_row = np.arange(len(self._qs_trees), dtype=np.int64) * 64
+        self._all_ones = np.uint64((1 << 64) - 1)
 
     @classmethod
     def from_sklearn(cls, model: object) -> Forest:
@@ -214,6 +386,21 @@ class Forest:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """P(same request) for each row of ``x`` (n, n_features)."""
         x = np.asarray(x, dtype=np.float64)
+        if len(self._qs_trees) == 0:
+            raw = np.full(len(x), self.baseline + self._qs_constant)
+            return 1.0 / (1.0 + np.exp(-raw))
+        false = x.take(self._qs_feature, axis=1) > self._qs_threshold  # (n, split nodes): go right
+        alive = np.bitwise_and.reduceat(
+            np.where(false, self._qs_mask, self._all_ones), self._qs_starts, axis=1
+        )
+        lowest = alive & (~alive + np.uint64(1))  # the lowest set bit: the exit leaf
+        leaf = np.frexp(lowest.astype(np.float64))[1] - 1  # its index (exact for powers of two)
+        raw = self.baseline + self._qs_constant + self._qs_table[self._qs_row + leaf].sum(axis=1)
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    def predict_proba_walk(self, x: np.ndarray) -> np.ndarray:
+        """``predict_proba`` by walking every tree level by level (the reference for the bitmasks)."""
+        x = np.asarray(x, dtype=np.float64)
         node = np.broadcast_to(self._roots, (len(x), len(self._roots)))
         for _ in range(self.depth):
             go_left = np.take_along_axis(x, self._feature.take(node), axis=1) <= self._threshold.take(node)
@@ -222,9 +409,14 @@ class Forest:
         return 1.0 / (1.0 + np.exp(-raw))
 
 
-def save_artifact(path: Path, forest: Forest, threshold: float, min_cosine: float) -> None:
+def save_artifact(
+    path: Path, forest: Forest, threshold: float, min_cosine: float, featuriser: Featuriser
+) -> None:
+    words = sorted(featuriser.idf)
     np.savez_compressed(path, **forest.arrays(), features=np.array(FEATURE_NAMES),
-                        operating_threshold=np.array(threshold), min_cosine=np.array(min_cosine))  # fmt: skip
+                        operating_threshold=np.array(threshold), min_cosine=np.array(min_cosine),
+                        idf_words=np.array(words), idf_values=np.array([featuriser.idf[w] for w in words]),
+                        idf_unseen=np.array(featuriser.idf_unseen))  # fmt: skip
 
 
 class Verifier:
@@ -237,16 +429,21 @@ class Verifier:
             self.forest = Forest({k: bundle[k] for k in bundle.files})
             self.default_threshold: float = float(bundle["operating_threshold"])
             self.min_cosine: float = float(bundle["min_cosine"])
-        self._embedder = embedder
+            idf = dict(zip(bundle["idf_words"].tolist(), bundle["idf_values"].tolist(), strict=True))
+            self.featuriser = Featuriser(idf, float(bundle["idf_unseen"]), embedder)
 
-    def score_many(self, cached: list[str], new: str, cosines: list[float]) -> np.ndarray:
+    def score_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
         """Scores of several cached candidates against one new text, in one model evaluation."""
-        scores = np.zeros(len(cached))
         eligible = [i for i, c in enumerate(cosines) if c >= self.min_cosine]
-        if eligible:
-            x = pair_features_many(
-                [cached[i] for i in eligible], new, [cosines[i] for i in eligible], self._embedder
+        if len(eligible) == len(cached):
+            return (
+                self.forest.predict_proba(self.featuriser.many(cached, new, cosines))
+                if cached
+                else np.zeros(0)
             )
+        scores = np.zeros(len(cached))
+        if eligible:
+            x = self.featuriser.many([cached[i] for i in eligible], new, [cosines[i] for i in eligible])
             scores[eligible] = self.forest.predict_proba(x)
         return scores
 

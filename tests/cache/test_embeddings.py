@@ -31,3 +31,16 @@ def test_paraphrase_is_nearer_than_a_different_topic() -> None:
         ]
     )
     assert q @ para > q @ other + 0.2
+
+
+def test_word_sums_rebuild_the_embedding_of_any_bag_of_words() -> None:
+    embedder = get_embedder()
+    words = ["reverse", "don't", "3.5", "café", "pytorch", "zzqxj", "naïve"]
+    sums, counts = embedder.word_sums(words)
+    assert counts.tolist() == [len(embedder._model.tokenize([w])[0]) for w in words]
+    for i, j in [(0, 1), (2, 3), (4, 5), (6, 0)]:
+        total = sums[i] + sums[j]
+        expected = embedder.embed([f"{words[i]} {words[j]}"])[0]
+        assert np.allclose(total / np.linalg.norm(total), expected, atol=1e-6)
+    again, _ = embedder.word_sums(["pytorch", "reverse"])  # from the cache, same values
+    assert np.array_equal(again, sums[[4, 0]])

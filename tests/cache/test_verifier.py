@@ -36,6 +36,29 @@ def test_features_catch_changed_numbers_negations_and_names() -> None:
     assert feature("Capital of France?", "Capital of Germany?", "entity_unmatched") == 2
     assert feature("What is the capital of France?", "what is the capital of france", "entity_unmatched") == 0
     assert feature("() vs [] in Python", "= vs == in Python", "symbols_symdiff") > 0
+    assert (
+        feature("Pros and cons of tofu over rice?", "Pros and cons of rice over tofu?", "order_discordance")
+        > 0
+    )
+    assert (
+        feature("Pros and cons of tofu over rice?", "pros and cons of tofu over rice", "order_discordance")
+        == 0
+    )
+    assert feature("What are good cigars for me?", "What are good cigars for you?", "pronoun_symdiff") == 2
+
+
+def test_alignment_features_see_related_and_unrelated_words() -> None:
+    from gateway.cache.verifier import FEATURE_NAMES
+
+    def row(a: str, b: str) -> dict[str, float]:
+        return dict(zip(FEATURE_NAMES, pair_features(a, b, 0.9).tolist(), strict=True))
+
+    same = row("How do I reverse a list in Python?", "how do i reverse a list in python")
+    assert same["align_min"] == pytest.approx(1.0) and same["worst_match"] == pytest.approx(1.0)
+    assert same["unmatched_idf_max"] == 0 and same["idf_jaccard"] == pytest.approx(1.0)
+    other = row("How do I reverse a list in Python?", "How do I reverse a list in Haskell?")
+    assert other["worst_match"] < 0.8 and other["unmatched_idf_max"] > 0
+    assert other["align_min"] < same["align_min"] and other["idf_jaccard"] < 1.0
 
 
 def test_identical_text_scores_at_least_as_high_as_any_rewording() -> None:
@@ -95,4 +118,25 @@ def test_numpy_forest_matches_scikit_learn() -> None:
     y = (x[:, 0] + x[:, 1] * x[:, 2] + rng.normal(scale=0.5, size=3000) > 0).astype(int)
     model = HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, random_state=0).fit(x, y)
     probe = rng.normal(size=(500, 5))
-    assert np.allclose(Forest.from_sklearn(model).predict_proba(probe), model.predict_proba(probe)[:, 1])
+    forest = Forest.from_sklearn(model)
+    assert np.allclose(forest.predict_proba(probe), model.predict_proba(probe)[:, 1])
+    # Values exactly at split thresholds (x <= threshold goes left), for both evaluators.
+    ties = np.repeat(probe[:50], 5, axis=0)
+    thresholds = forest.threshold[~forest.is_leaf]
+    features = forest.feature[~forest.is_leaf]
+    pick = rng.integers(len(thresholds), size=len(ties))
+    ties[np.arange(len(ties)), features[pick]] = thresholds[pick]
+    expected = model.predict_proba(ties)[:, 1]
+    assert np.allclose(forest.predict_proba(ties), expected)
+    assert np.allclose(forest.predict_proba_walk(ties), expected)
+
+
+def test_bitmask_evaluation_matches_the_tree_walk_on_the_shipped_verifier() -> None:
+    forest = get_verifier().forest
+    rng = np.random.default_rng(1)
+    x = np.abs(rng.normal(size=(400, forest.feature.max() + 1))) * 3
+    nodes = ~forest.is_leaf
+    pick = rng.integers(nodes.sum(), size=(400, 4))
+    for col in range(4):
+        x[np.arange(400), forest.feature[nodes][pick[:, col]]] = forest.threshold[nodes][pick[:, col]]
+    assert np.allclose(forest.predict_proba(x), forest.predict_proba_walk(x), rtol=0, atol=1e-12)
