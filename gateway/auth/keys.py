@@ -32,14 +32,17 @@ KEY_PREFIX = "tg-"
 
 #: Team and project names. The response cache's tenant is `team/project` and `*` is the wildcard of
 #: policy assignments: names with `/` or `*` would let two tenants share one cache partition
-#: (`a/b` + `c` and `a` + `b/c`), so they are refused, as is surrounding whitespace.
-TENANT_NAME_PATTERN = r"^[^/*\s](?:[^/*]*[^/*\s])?$"
+#: (`a/b` + `c` and `a` + `b/c`), so they are refused, as are control characters and surrounding
+#: spaces. Explicit ranges, not `\s`: pydantic's regex engine and Python's disagree on `\s`.
+TENANT_NAME_PATTERN = r"^[^/*\x00-\x20\x7f](?:[^/*\x00-\x1f\x7f]*[^/*\x00-\x20\x7f])?$"
 _TENANT_NAME = re.compile(TENANT_NAME_PATTERN)
 
 
 def check_tenant_name(what: str, value: str) -> None:
     if not _TENANT_NAME.match(value):
-        raise ValueError(f"{what} {value!r} is not allowed: no '/', no '*', no surrounding whitespace")
+        raise ValueError(
+            f"{what} {value!r} is not allowed: no '/', '*' or control characters, no surrounding spaces"
+        )
 
 
 def hash_key(key: str) -> str:

@@ -3,6 +3,7 @@ request validation turns any JSON into either an accepted body or an OpenAI-styl
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -275,3 +276,81 @@ def test_cache_key_ignores_key_order_and_transport_fields(body, data):
     assert cache_keys.exact_digest(("t", "p"), cache_keys.normalise(base)) == cache_keys.exact_digest(
         ("t", "p"), cache_keys.normalise(with_transport)
     )
+
+
+# --- what the published schemas admit, the gateway can handle ---------------------------------------
+
+
+def _operation(path: str):
+    import schemathesis
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    document = create_app(Settings(deployments=[])).openapi()
+    return schemathesis.openapi.from_dict(document)[path]["POST"]
+
+
+def _valid_bodies(path: str, schema) -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies generated from the published OpenAPI document that the gateway's validation accepts."""
+
+    def as_received(case) -> dict[str, Any] | None:
+        """The body as the gateway would parse it off the wire (orjson), if it is accepted."""
+        try:
+            body = orjson.loads(json.dumps(case.body))
+            validate(schema, body)
+        except (orjson.JSONDecodeError, GatewayError):
+            return None
+        return body
+
+    return _operation(path).as_strategy().map(as_received).filter(lambda body: body is not None)
+
+
+@given(body=_valid_bodies("/v1/chat/completions", ChatCompletionRequest))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_valid_chat_body_can_be_keyed_counted_and_routed(body):
+    from gateway.pipeline import Pipeline, _approx_prompt_tokens
+    from gateway.tokens import count_messages
+
+    normalised = cache_keys.normalise(body)
+    cache_keys.exact_digest(("t", "p"), normalised)
+    if cache_keys.final_user_text(normalised) is not None:
+        cache_keys.partition_digest(("t", "p"), normalised)
+    assert count_messages(body["messages"]) > 0  # the estimate used when an upstream reports no usage
+    assert _approx_prompt_tokens(body) >= 0
+    messages, _tools = Pipeline._conversation("chat", body)
+    assert messages
+
+
+@given(body=_valid_bodies("/v1/messages", MessagesRequest))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_valid_anthropic_body_translates(body):
+    from gateway.api.anthropic.translate import to_openai
+
+    translated, _names = to_openai(body)
+    assert translated["model"] == body["model"]
+    assert isinstance(translated["messages"], list)
+
+
+@given(name=st.text(max_size=12))
+def test_tenant_names_are_judged_alike_by_the_api_and_the_key_store(name):
+    """The admin API (pydantic's regex engine) and the key store (Python's) must agree, or a name
+    one accepts and the other refuses becomes a 500."""
+    from pydantic import ValidationError
+
+    from gateway.api.admin.routes import KeyCreate
+    from gateway.auth.keys import check_tenant_name
+
+    try:
+        KeyCreate(team=name)
+        api_accepts = True
+    except ValidationError:
+        api_accepts = False
+    try:
+        check_tenant_name("team", name)
+        store_accepts = True
+    except ValueError:
+        store_accepts = False
+    assert api_accepts == store_accepts
+    if api_accepts:
+        assert "/" not in name and "*" not in name and name == name.strip(" ")

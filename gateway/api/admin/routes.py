@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.openapi import ADMIN_ERRORS
 from gateway.auth.keys import TENANT_NAME_PATTERN, KeyStore, key_to_dict
-from gateway.errors import GatewayError, forbidden, unauthorized
+from gateway.errors import GatewayError, forbidden, invalid_request, unauthorized
 from gateway.pipeline import _bearer_key
 
 
@@ -51,7 +51,10 @@ class KeyCreate(BaseModel):
 
 @router.post("/keys", status_code=201, summary="Create a virtual key (the key is shown only here)")
 async def create_key(request: Request, spec: KeyCreate) -> dict:
-    key, row = await _keys(request).create(**spec.model_dump())
+    try:
+        key, row = await _keys(request).create(**spec.model_dump())
+    except ValueError as exc:
+        raise invalid_request(str(exc), code="invalid_value") from None
     return {"key": key, **key_to_dict(row)}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 #: JSON integers past 64 bits would reach us as floats (orjson) and upstreams reject them anyway:
 #: counts and ids are bounded here so such values get a clear 400 from the gateway.
@@ -56,16 +56,44 @@ class _Open(BaseModel):
 
 
 class ContentPart(_Open):
-    """`text`, `image_url`, `input_audio`, `file`, `refusal`, ..."""
+    """`text`, `image_url`, `input_audio`, `file`, `refusal`, ... A `text` part's text is a string."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        strict=True,
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"type": {"not": {"const": "text"}}}},
+                {"properties": {"type": {"const": "text"}, "text": {"type": "string"}}, "required": ["text"]},
+            ]
+        },
+    )
 
     type: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _text_is_a_string(self) -> ContentPart:
+        if self.type == "text" and not isinstance(getattr(self, "text", None), str):
+            raise ValueError("a text part needs a string 'text'")
+        return self
+
+
+class ToolCallFunction(_Open):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends and expects it
+
+
+class ToolCall(_Open):
+    id: str | None = None
+    type: str | None = None
+    function: ToolCallFunction
 
 
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | bounded(ContentPart, MAX_MESSAGES) | None = None
     name: str | None = None
-    tool_calls: bounded(dict[str, Any], MAX_MESSAGES) | None = None
+    tool_calls: bounded(ToolCall, MAX_MESSAGES) | None = None
     tool_call_id: str | None = None
 
 
