@@ -6,13 +6,13 @@ import csv
 import io
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from starlette.responses import Response, StreamingResponse
 
 from gateway.api.admin.routes import require_admin
@@ -56,7 +56,18 @@ def _iso_only(value: object) -> object:
     return value
 
 
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+def _in_range(value: datetime) -> datetime:
+    """Far-off dates overflow once shifted to UTC or rounded to a period (a 500 from `0001-01-01T00:45+19:51`)."""
+    try:
+        utc = value.astimezone(UTC) if value.tzinfo is not None else value
+    except OverflowError:
+        raise ValueError("date out of range") from None
+    if not 1900 <= utc.year <= 9000:
+        raise ValueError("dates must be between the years 1900 and 9000")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]
 _DIMENSION = f"(?:{'|'.join(DIMENSIONS)})"
 
 
