@@ -29,7 +29,7 @@ from gateway.cache import CacheLookup, CacheScope, ResponseCache, sse_frames, wa
 from gateway.errors import GatewayError, invalid_request, model_not_found, unauthorized
 from gateway.ledger.pricing import micros_to_usd
 from gateway.ledger.report import attribute_savings
-from gateway.ledger.writer import LedgerWriter
+from gateway.ledger.writer import LedgerWriter, ledger_row, token_columns
 from gateway.observability import metrics, tracing
 from gateway.routing.policy import CacheSettings, PolicyError, Router
 from gateway.routing.scorer import Scorer
@@ -440,44 +440,36 @@ class Pipeline:
         if key is not None:
             self.limits.settle(key, ex.admission, ex.cost_micros)
         deployment = target.deployment if target else None
+        columns = token_columns(usage)
         self.ledger.record(
-            {
-                "id": ex.request_id,
-                "created_at": datetime.now(UTC),
-                "key_id": key.id if key else None,
-                "team": key.team if key else None,
-                "project": key.project if key else None,
-                "endpoint": ex.endpoint,
-                "requested_model": ex.requested_model,
-                "deployment": deployment.name if deployment else None,
-                "tier": deployment.tier.value if deployment else None,
-                "provider": deployment.provider if deployment else None,
-                "policy": ex.policy.spec.name if ex.policy else None,
-                "policy_version": ex.policy.version if ex.policy else None,
-                "route_reason": ex.route_reason,
-                "complexity_score": ex.score,
-                "status_code": status,
-                "error_class": error_class,
-                "stream": ex.stream,
-                "attempts": ex.attempts,
-                "input_uncached_tokens": usage.input_uncached,
-                "input_cache_read_tokens": usage.input_cache_read,
-                "input_cache_write_tokens": usage.input_cache_write,
-                "input_cache_write_1h_tokens": usage.input_cache_write_1h,
-                "output_tokens": usage.output,
-                "reasoning_tokens": usage.reasoning,
-                "usage_estimated": usage.estimated,
-                "cost_micros": ex.cost_micros,
-                "baseline_cost_micros": ex.baseline_micros,
-                "baseline_deployment": baseline.deployment.name if baseline else None,
-                "latency_ms": (time.perf_counter() - ex.started) * 1000,
-                "ttft_ms": ex.ttft_s * 1000 if ex.ttft_s is not None else None,
-                "overhead_ms": overhead_s * 1000,
-                "cache_outcome": ex.cache_outcome,
-                # the quality sampler's own calls are ledgered with the same keys (a batch is one INSERT)
-                "cost_class": "request",
-                "parent_request_id": None,
-            }
+            ledger_row(
+                id=ex.request_id,
+                created_at=datetime.now(UTC),
+                key_id=key.id if key else None,
+                team=key.team if key else None,
+                project=key.project if key else None,
+                endpoint=ex.endpoint,
+                requested_model=ex.requested_model,
+                deployment=deployment.name if deployment else None,
+                tier=deployment.tier.value if deployment else None,
+                provider=deployment.provider if deployment else None,
+                policy=ex.policy.spec.name if ex.policy else None,
+                policy_version=ex.policy.version if ex.policy else None,
+                route_reason=ex.route_reason,
+                complexity_score=ex.score,
+                status_code=status,
+                error_class=error_class,
+                stream=ex.stream,
+                attempts=ex.attempts,
+                **columns,
+                cost_micros=ex.cost_micros,
+                baseline_cost_micros=ex.baseline_micros,
+                baseline_deployment=baseline.deployment.name if baseline else None,
+                latency_ms=(time.perf_counter() - ex.started) * 1000,
+                ttft_ms=ex.ttft_s * 1000 if ex.ttft_s is not None else None,
+                overhead_ms=overhead_s * 1000,
+                cache_outcome=ex.cache_outcome,
+            )
         )
         name = deployment.name if deployment else ""
         tier = deployment.tier.value if deployment else ""
@@ -493,7 +485,7 @@ class Pipeline:
         metrics.COST.labels(team, tier).inc(ex.cost_micros / 1e6)
         metrics.BASELINE_COST.labels(team).inc(ex.baseline_micros / 1e6)
         for source, micros in attribute_savings(
-            ex.cost_micros, ex.baseline_micros, ex.cache_outcome, tier or None, price, _token_columns(usage)
+            ex.cost_micros, ex.baseline_micros, ex.cache_outcome, tier or None, price, columns
         ).items():
             if micros:
                 metrics.SAVINGS.labels(team, source, "saved" if micros > 0 else "lost").inc(abs(micros) / 1e6)
@@ -529,11 +521,3 @@ class Pipeline:
                     traceparent=ex.traceparent,
                 )
             )
-
-
-def _token_columns(usage: Usage) -> dict[str, int]:
-    return {
-        "input_cache_read_tokens": usage.input_cache_read,
-        "input_cache_write_tokens": usage.input_cache_write,
-        "input_cache_write_1h_tokens": usage.input_cache_write_1h,
-    }

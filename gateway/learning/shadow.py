@@ -44,7 +44,7 @@ from gateway.learning.grading import (
     similarity_grade,
 )
 from gateway.ledger.pricing import Price
-from gateway.ledger.writer import LedgerWriter
+from gateway.ledger.writer import LedgerWriter, ledger_row, token_columns
 from gateway.routing.policy import ShadowSettings
 from gateway.tokens import count_messages, count_text
 from gateway.upstreams.errors import UpstreamError
@@ -322,45 +322,32 @@ class ShadowSampler:
         attempts: int,
         started: float,
     ) -> dict[str, Any]:
-        """A ledger row with exactly the pipeline's keys (a batch is one multi-row INSERT). No key id:
-        measurement is not charged to the caller's budget; team and project say whose it was."""
+        """The ledger row of a measurement call. No key id: measurement is not charged to the caller's
+        budget; team and project say whose it was."""
         deployment = target.deployment
-        return {
-            "id": uuid.uuid4().hex,
-            "created_at": datetime.now(UTC),
-            "key_id": None,
-            "team": job.team,
-            "project": job.project,
-            "endpoint": "chat",
-            "requested_model": deployment.name,
-            "deployment": deployment.name,
-            "tier": deployment.tier.value,
-            "provider": deployment.provider,
-            "policy": job.policy,
-            "policy_version": job.policy_version,
-            "route_reason": f"{cost_class} for {job.request_id} ({job.deployment})",
-            "complexity_score": None,  # not a routed request: policy dry-runs must not replay it
-            "status_code": status,
-            "error_class": error_class,
-            "stream": False,
-            "attempts": attempts,
-            "input_uncached_tokens": usage.input_uncached,
-            "input_cache_read_tokens": usage.input_cache_read,
-            "input_cache_write_tokens": usage.input_cache_write,
-            "input_cache_write_1h_tokens": usage.input_cache_write_1h,
-            "output_tokens": usage.output,
-            "reasoning_tokens": usage.reasoning,
-            "usage_estimated": usage.estimated,
-            "cost_micros": cost,
-            "baseline_cost_micros": 0,
-            "baseline_deployment": None,
-            "latency_ms": (time.perf_counter() - started) * 1000,
-            "ttft_ms": None,
-            "overhead_ms": None,
-            "cache_outcome": "off",
-            "cost_class": cost_class,
-            "parent_request_id": job.request_id,
-        }
+        return ledger_row(
+            id=uuid.uuid4().hex,
+            created_at=datetime.now(UTC),
+            team=job.team,
+            project=job.project,
+            endpoint="chat",
+            requested_model=deployment.name,
+            deployment=deployment.name,
+            tier=deployment.tier.value,
+            provider=deployment.provider,
+            policy=job.policy,
+            policy_version=job.policy_version,
+            route_reason=f"{cost_class} for {job.request_id} ({job.deployment})",
+            complexity_score=None,  # not a routed request: policy dry-runs must not replay it
+            status_code=status,
+            error_class=error_class,
+            attempts=attempts,
+            **token_columns(usage),
+            cost_micros=cost,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            cost_class=cost_class,
+            parent_request_id=job.request_id,
+        )
 
     async def _store_grade(
         self, job: Job, grade: float, detail: dict[str, Any], cost: int, reference_cost: int

@@ -14,8 +14,46 @@ from gateway.db.models import LedgerEntry
 from gateway.ledger.spool import Spool
 from gateway.observability import metrics
 from gateway.periodic import Periodic
+from gateway.upstreams.usage import Usage
 
 log = logging.getLogger(__name__)
+
+
+def _column_defaults() -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for column in LedgerEntry.__table__.columns:
+        if column.default is not None and column.default.is_scalar:
+            defaults[column.name] = column.default.arg
+        elif column.server_default is not None:
+            defaults[column.name] = column.server_default.arg
+        else:
+            defaults[column.name] = None
+    return defaults
+
+
+_DEFAULTS = _column_defaults()
+
+
+def ledger_row(**columns: Any) -> dict[str, Any]:
+    """A whole ledger row: the given columns, the model's defaults for the rest. Every row carries every
+    column because a batch is one multi-row INSERT, which needs the same keys in each row."""
+    unknown = columns.keys() - _DEFAULTS.keys()
+    if unknown:
+        raise TypeError(f"not ledger columns: {sorted(unknown)}")
+    return {**_DEFAULTS, **columns}
+
+
+def token_columns(usage: Usage) -> dict[str, Any]:
+    """The ledger's token columns for a normalised usage."""
+    return {
+        "input_uncached_tokens": usage.input_uncached,
+        "input_cache_read_tokens": usage.input_cache_read,
+        "input_cache_write_tokens": usage.input_cache_write,
+        "input_cache_write_1h_tokens": usage.input_cache_write_1h,
+        "output_tokens": usage.output,
+        "reasoning_tokens": usage.reasoning,
+        "usage_estimated": usage.estimated,
+    }
 
 
 class LedgerWriter:
