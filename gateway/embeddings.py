@@ -46,6 +46,7 @@ class Embedder:
         self.dim: int = int(vectors.shape[1])
         self.name: str = f"model2vec-minilm-l6-{self.dim}"
         self._vectors = vectors
+        self._vocab: dict[str, int] = tokenizer.get_vocab()
         self._words: dict[str, tuple[np.ndarray, int]] = {}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -67,19 +68,26 @@ class Embedder:
         cache = self._words
         missing = list(dict.fromkeys(w for w in words if w not in cache))
         if missing:
-            encodings = self._model.tokenizer.encode_batch_fast(missing, add_special_tokens=False)
-            for word, encoding in zip(missing, encodings, strict=True):
+            # A lower-case ASCII word that is itself a vocabulary entry is that one token: the BERT
+            # normaliser leaves it as is, nothing splits it, and WordPiece matches the whole word first.
+            whole = [w for w in missing if w.isascii() and w.isalpha() and w.islower() and w in self._vocab]
+            for word in whole:
+                cache[word] = self._sum([self._vocab[word]])
+            rest = [w for w in missing if w not in cache]
+            encodings = (
+                self._model.tokenizer.encode_batch_fast(rest, add_special_tokens=False) if rest else []
+            )
+            for word, encoding in zip(rest, encodings, strict=True):
                 cache[word] = self._sum(encoding.ids)
             while len(cache) > WORD_CACHE_SIZE:
                 del cache[next(iter(cache))]
-        sums = np.zeros((len(words), self.dim), dtype=np.float32)
-        counts = np.zeros(len(words), dtype=np.int64)
-        for i, word in enumerate(words):
-            item = cache.get(word)
+        items = [cache.get(w) for w in words]
+        for i, item in enumerate(items):
             if item is None:  # forgotten in between (another thread filled the cache): tokenise again
-                item = self._sum(self._model.tokenizer.encode(word, add_special_tokens=False).ids)
-            sums[i], counts[i] = item
-        return sums, counts
+                items[i] = self._sum(self._model.tokenizer.encode(words[i], add_special_tokens=False).ids)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        return np.stack([v for v, _ in items]), np.array([n for _, n in items], dtype=np.int64)  # type: ignore[misc]
 
     def _sum(self, ids: list[int]) -> tuple[np.ndarray, int]:
         ids = [i for i in ids if i != self._model.unk_token_id]

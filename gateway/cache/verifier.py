@@ -175,20 +175,26 @@ class Featuriser:
     def embedder(self) -> Embedder:
         return self._embedder or get_embedder()
 
-    def _text(self, text: str) -> _Text:
-        found = self._texts.get(text)
-        if found is not None:
+    def _analyse(self, texts: Sequence[str]) -> dict[str, _Text]:
+        """The analyses of ``texts``: remembered ones, and the others with one tokeniser call."""
+        found = {t: a for t in texts if (a := self._texts.get(t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if not missing:
             return found
-        parsed = _parse(text)
-        content = tuple(sorted(parsed.content))
-        sums, _ = self.embedder.word_sums(content)
+        parsed = [_parse(t) for t in missing]
+        contents = [tuple(sorted(p.content)) for p in parsed]
+        sums, _ = self.embedder.word_sums([w for c in contents for w in c])
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         units = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
-        idf = np.array([self.idf.get(w, self.idf_unseen) for w in content], dtype=np.float64)
-        found = _Text(parsed, content, sums, units, idf)
-        if len(self._texts) >= PARSE_CACHE_SIZE:
-            del self._texts[next(iter(self._texts))]
-        self._texts[text] = found
+        start = 0
+        for text, p, content in zip(missing, parsed, contents, strict=True):
+            end = start + len(content)
+            idf = np.array([self.idf.get(w, self.idf_unseen) for w in content], dtype=np.float64)
+            found[text] = _Text(p, content, sums[start:end], units[start:end], idf)
+            start = end
+            if len(self._texts) >= PARSE_CACHE_SIZE:
+                del self._texts[next(iter(self._texts))]
+            self._texts[text] = found[text]
         return found
 
     def weight(self, words: Iterable[str]) -> float:
@@ -196,8 +202,9 @@ class Featuriser:
 
     def many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
         """Feature rows for each cached text against ``new``."""
-        tb = self._text(new)
-        rows = [self._row(self._text(a), tb, cosine) for a, cosine in zip(cached, cosines, strict=True)]
+        texts = self._analyse([new, *cached])
+        tb = texts[new]
+        rows = [self._row(texts[a], tb, cosine) for a, cosine in zip(cached, cosines, strict=True)]
         if not rows:
             return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
         return np.array(rows, dtype=np.float32)

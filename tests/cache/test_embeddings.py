@@ -44,3 +44,10 @@ def test_word_sums_rebuild_the_embedding_of_any_bag_of_words() -> None:
         assert np.allclose(total / np.linalg.norm(total), expected, atol=1e-6)
     again, _ = embedder.word_sums(["pytorch", "reverse"])  # from the cache, same values
     assert np.array_equal(again, sums[[4, 0]])
+
+
+def test_whole_word_shortcut_agrees_with_the_tokeniser_on_every_vocabulary_word() -> None:
+    embedder = get_embedder()
+    words = [w for w in embedder._vocab if w.isascii() and w.isalpha() and w.islower()]
+    encodings = embedder._model.tokenizer.encode_batch_fast(words, add_special_tokens=False)
+    assert [e.ids for e in encodings] == [[embedder._vocab[w]] for w in words]
