@@ -9,16 +9,12 @@ Layout (``{t}``/``{p}`` = hashed tenant/policy, ``{d}`` = exact-request digest, 
 - ``tg:cache:{t}:{p}:x:{s}``  a sorted set member -> expiry; every write removes up to
   ``SWEEP_BATCH`` expired members from the vector set, so stale members do not accumulate
 
-VSIM keeps the server's default exploration factor (EF 100). Measured on 100,000 entries (1,600
-queries, exact neighbours from ``TRUTH``): EF 100 finds the true nearest neighbour for 98.8% of
-queries (99.9% of those whose neighbour has cosine >= 0.9), EF 50 for 97.6% (99.5%), EF 30 for 95.7%
-(98.5%): a lower EF saves ~0.4 ms but loses hits. VSIM runs with ``NOTHREAD`` by default: on the
-server's own thread a search took 0.71-0.89 ms p50 against 1.04-1.32 ms when handed to a worker
-thread and back (interleaved, 600 queries, Redis on one core of a busy machine). A Redis with many
-cores serving many concurrent searches may do better threaded: ``RedisBackend(vsim_threaded=True)``.
-
-Both backends implement the same five operations with the same semantics; ``ResponseCache`` holds
-all logic above them.
+VSIM keeps the server's default exploration factor (EF 100) and worker thread. Measured on 100,000
+entries (1,600 queries, exact neighbours from ``TRUTH``): EF 100 finds the true nearest neighbour for
+98.8% of queries (99.9% of those whose neighbour has cosine >= 0.9), EF 50 for 97.6% (99.5%), EF 30
+for 95.7% (98.5%): a lower EF saves 0.3-0.4 ms but loses hits. ``NOTHREAD`` measured the same as
+the worker thread on queries the server had not just seen (0.85-1.21 ms against 0.87-1.25 ms p50),
+and would make every search block the server, so it is not used.
 """
 
 from __future__ import annotations
@@ -77,11 +73,9 @@ class RedisBackend:
         self,
         client: aioredis.Redis,
         quantization: QuantizationOptions = QuantizationOptions.Q8,
-        vsim_threaded: bool = False,
     ) -> None:
         self.client = client
         self._quantization = quantization
-        self._vsim_options: tuple[str, ...] = () if vsim_threaded else ("NOTHREAD",)
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float = 0.05) -> RedisBackend:
@@ -138,7 +132,7 @@ class RedisBackend:
         epsilon = max((1.0 - min_cosine) / 2.0, 1e-6)
         raw = await self.client.execute_command(
             "VSIM", keys.vset, "FP32", np.asarray(vector, dtype=np.float32).tobytes(),
-            "WITHSCORES", "WITHATTRIBS", "COUNT", count, "EPSILON", epsilon, *self._vsim_options,
+            "WITHSCORES", "WITHATTRIBS", "COUNT", count, "EPSILON", epsilon,
         )  # fmt: skip
         if isinstance(raw, dict):
             triples = [(member, *value) for member, value in raw.items()]

@@ -175,7 +175,7 @@ class Featuriser:
     def embedder(self) -> Embedder:
         return self._embedder or get_embedder()
 
-    def _analyse(self, texts: Sequence[str]) -> dict[str, _Text]:
+    def analyse(self, texts: Sequence[str]) -> dict[str, _Text]:
         """The analyses of ``texts``: remembered ones, and the others with one tokeniser call."""
         found = {t: a for t in texts if (a := self._texts.get(t)) is not None}
         missing = [t for t in dict.fromkeys(texts) if t not in found]
@@ -202,7 +202,7 @@ class Featuriser:
 
     def many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
         """Feature rows for each cached text against ``new``."""
-        texts = self._analyse([new, *cached])
+        texts = self.analyse([new, *cached])
         tb = texts[new]
         rows = [self._row(texts[a], tb, cosine) for a, cosine in zip(cached, cosines, strict=True)]
         if not rows:
@@ -453,6 +453,10 @@ class Verifier:
             x = self.featuriser.many([cached[i] for i in eligible], new, [cosines[i] for i in eligible])
             scores[eligible] = self.forest.predict_proba(x)
         return scores
+
+    def prepare(self, new: str) -> None:
+        """Analyse ``new`` ahead of ``score_many`` (e.g. while the candidates are being fetched)."""
+        self.featuriser.analyse([new])
 
     def score(self, cached: str, new: str, cosine: float) -> float:
         return float(self.score_many([cached], new, [cosine])[0])
