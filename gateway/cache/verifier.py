@@ -204,12 +204,50 @@ class Featuriser:
         """Feature rows for each cached text against ``new``."""
         texts = self.analyse([new, *cached])
         tb = texts[new]
-        rows = [self._row(texts[a], tb, cosine) for a, cosine in zip(cached, cosines, strict=True)]
+        cands = [texts[a] for a in cached]
+        vectors = self._vector_features(cands, tb)
+        rows = [self._row(ta, tb, c, v) for ta, c, v in zip(cands, cosines, vectors, strict=True)]
         if not rows:
             return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
         return np.array(rows, dtype=np.float32)
 
-    def _row(self, ta: _Text, tb: _Text, cosine: float) -> list[float]:
+    def _vector_features(self, cands: Sequence[_Text], tb: _Text) -> list[tuple[float, ...]]:
+        """(diff_cosine, align_a, align_b, worst, unmatched_max) for every candidate against ``tb``,
+        with one matrix product and segment reductions over all candidates' words at once."""
+        if not tb.content or any(not ta.content for ta in cands) or not cands:
+            return [self._vector_features_one(ta, tb) for ta in cands]
+        lengths = np.array([len(ta.content) for ta in cands])
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        units = np.concatenate([ta.units for ta in cands])
+        sums = np.concatenate([ta.sums for ta in cands])
+        idf_a = np.concatenate([ta.idf for ta in cands])
+        sim = units @ tb.units.T  # (all candidate words, new words)
+        best_a = sim.max(axis=1)
+        best_b = np.maximum.reduceat(sim, starts, axis=0)  # (candidates, new words)
+        align_a = np.add.reduceat(idf_a * best_a, starts) / np.add.reduceat(idf_a, starts)
+        align_b = best_b @ tb.idf / tb.idf.sum()
+        worst = np.minimum(np.minimum.reduceat(best_a, starts), best_b.min(axis=1))
+        unmatched = np.maximum(
+            np.maximum.reduceat(np.where(best_a < MATCHED_SIMILARITY, idf_a, 0.0), starts),
+            np.where(best_b < MATCHED_SIMILARITY, tb.idf, 0.0).max(axis=1),
+        )
+        # The words each side holds alone, summed: the embedding of those bags (diff_cosine).
+        new_words = tb.parsed.content
+        only_a = np.array([w not in new_words for ta in cands for w in ta.content])
+        va = np.add.reduceat(sums * only_a[:, None], starts)
+        only_b = np.array([[w not in ta.parsed.content for w in tb.content] for ta in cands])
+        vb = only_b.astype(np.float32) @ tb.sums
+        na, nb = np.linalg.norm(va, axis=1), np.linalg.norm(vb, axis=1)
+        any_a = np.add.reduceat(only_a, starts) > 0
+        any_b = only_b.any(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            diff = np.where((na > 0) & (nb > 0), np.einsum("ij,ij->i", va, vb) / (na * nb), 0.0)
+        diff = np.where(any_a & any_b, diff, np.where(any_a | any_b, 0.0, 1.0))
+        return list(zip(diff.tolist(), align_a.tolist(), align_b.tolist(), worst.tolist(), unmatched.tolist(),
+                        strict=True))  # fmt: skip
+
+    def _vector_features_one(self, ta: _Text, tb: _Text) -> tuple[float, ...]:
+        """``_vector_features`` for one candidate, word by word (also the reference in tests)."""
         pa, pb = ta.parsed, tb.parsed
         only_a, only_b = pa.content - pb.content, pb.content - pa.content
         if only_a and only_b:
@@ -234,6 +272,12 @@ class Featuriser:
         else:
             align_a = align_b = worst = 1.0
             unmatched_max = 0.0
+        return diff_cosine, align_a, align_b, worst, unmatched_max
+
+    def _row(self, ta: _Text, tb: _Text, cosine: float, vector: tuple[float, ...]) -> list[float]:
+        pa, pb = ta.parsed, tb.parsed
+        only_a, only_b = pa.content - pb.content, pb.content - pa.content
+        diff_cosine, align_a, align_b, worst, unmatched_max = vector
         content_union = self.weight(pa.content | pb.content)
         words_union = self.weight(pa.word_set | pb.word_set)
         return [

@@ -140,3 +140,16 @@ def test_bitmask_evaluation_matches_the_tree_walk_on_the_shipped_verifier() -> N
     for col in range(4):
         x[np.arange(400), forest.feature[nodes][pick[:, col]]] = forest.threshold[nodes][pick[:, col]]
     assert np.allclose(forest.predict_proba(x), forest.predict_proba_walk(x), rtol=0, atol=1e-12)
+
+
+def test_vectorised_candidate_features_match_the_one_by_one_computation() -> None:
+    featuriser = get_verifier().featuriser
+    pairs = vt.load_pairs([HANDWRITTEN])
+    extra = ["What is it?", "the of a?", "", "Convert 100 Celsius to Fahrenheit."]  # no content words, empty
+    for i in range(0, len(pairs.a), 7):
+        new = pairs.b[i]
+        cached = [*pairs.a[i : i + 4], extra[i % len(extra)]]
+        texts = featuriser.analyse([new, *cached])
+        together = featuriser._vector_features([texts[c] for c in cached], texts[new])
+        alone = [featuriser._vector_features_one(texts[c], texts[new]) for c in cached]
+        assert np.allclose(np.array(together), np.array(alone), atol=1e-5), (new, cached)
