@@ -28,6 +28,7 @@ from gateway.cache import ResponseCache
 from gateway.cache.admin_api import cache_admin_router
 from gateway.db.engine import create_engine, migrate
 from gateway.distill.capture import DistillCapture
+from gateway.distill.redact import load_hook
 from gateway.errors import GatewayError
 from gateway.learning.feedback import router as feedback_router
 from gateway.learning.shadow import ShadowSampler
@@ -76,7 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.policies = policies
         cache = ResponseCache.from_url(settings.redis_url)
         app.state.response_cache = cache
-        distill = DistillCapture(engine, policies)  # captures only what policies opt in to
+        # captures only what policies opt in to
+        distill = DistillCapture(engine, policies, redaction_hook=load_hook(settings.distill_redaction_hook))
         distill.start()
         app.state.distill = distill
         shadow = ShadowSampler(engine, upstreams, ledger)  # idle unless a policy enables sampling

@@ -87,7 +87,14 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///.tiergate/ledger.db"
     auto_migrate: bool = Field(default=True, description="Run Alembic migrations at start-up.")
     redis_url: str | None = Field(
-        default=None, description="Redis >= 8 for the response cache; unset: in-process."
+        default=None,
+        description="Redis: >= 8 for the response cache (Vector Sets), >= 7 is enough for budgets and rate "
+        "limits shared by replicas; unset: both in-process.",
+    )
+    distill_redaction_hook: str | None = Field(
+        default=None,
+        description="package.module:function (str -> str) that redacts distillation samples; "
+        "unset: the built-in PII patterns (gateway/distill/redact.py).",
     )
     response_cache: bool = Field(default=True, description="Exact-match cache for requests no policy covers.")
     admin_key: SecretStr | None = None

@@ -204,3 +204,19 @@ def test_the_answering_deployment_decides_after_a_fallback(make_gateway, simulat
     assert raw.headers["x-tiergate-route"] == "economy/gpt-4o-mini"
     client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "no fault now"}])
     assert [s.messages[0]["content"] for s in samples(gw)] == ["no fault now"]
+
+
+def shout(text: str) -> str:
+    """A redaction hook for the test below: configured by dotted path, applied to both sides."""
+    return text.upper()
+
+
+def test_the_configured_redaction_hook_replaces_the_default(make_gateway):
+    gw = make_gateway(distill_redaction_hook="tests.distill.test_capture:shout")
+    install_policy(gw, capture_policy())
+    client_for(gw, "research").chat.completions.create(
+        model="policy/distilled", messages=[{"role": "user", "content": "mail jane@example.com please"}]
+    )
+    (sample,) = samples(gw)
+    assert sample.messages[-1]["content"] == "MAIL JANE@EXAMPLE.COM PLEASE"  # the hook's doing, not [EMAIL]
+    assert sample.completion["content"] == sample.completion["content"].upper()
