@@ -188,24 +188,16 @@ class ResponseCache:
         threshold = settings.semantic_threshold
         threshold = verifier.default_threshold if threshold is None else threshold
         vkeys = _vector_keys(namespace, result.partition)
-        search = asyncio.ensure_future(
-            self._call(
+        try:
+            neighbours = await self._call(
                 "search",
                 lambda: self.backend.search(
                     vkeys, result.embedding, settings.candidates, verifier.min_cosine
                 ),
             )
-        )
-        try:
-            await asyncio.sleep(0)  # the search is on its way: analyse the new turn while Redis works
-            verifier.prepare(result.text)
-            neighbours = await search
         except BackendUnavailable:
             result.reason, result.store_allowed = "backend-unavailable", False
             return
-        finally:
-            if not search.done():
-                search.cancel()
         scores = verifier.score_many(
             [n.text for n in neighbours], result.text, [n.cosine for n in neighbours]
         )

@@ -498,10 +498,6 @@ class Verifier:
             scores[eligible] = self.forest.predict_proba(x)
         return scores
 
-    def prepare(self, new: str) -> None:
-        """Analyse ``new`` ahead of ``score_many`` (e.g. while the candidates are being fetched)."""
-        self.featuriser.analyse([new])
-
     def score(self, cached: str, new: str, cosine: float) -> float:
         return float(self.score_many([cached], new, [cosine])[0])
 
