@@ -30,12 +30,12 @@ def render_card(result: TrainResult, date: str) -> str:
         verdict = "**The targets (at most 1% wrong, at least 30% recall) are met on held-out QQP pairs.**"
     else:
         verdict = (
-            "**The 1% target is not met on held-out QQP pairs.** QQP's negatives are hand-picked "
-            'near-duplicates (an added qualifier such as "at work" or "in IT", swapped roles, a changed '
-            "pronoun) and its labels are noisy: among the held-out pairs the verifier ranks highest, about one "
-            'in ten is labelled "not duplicate", many of them by judgement calls a bag of static word '
-            "vectors cannot make. Raise `semantic_threshold` in the policy to trade recall for precision "
-            "along the curves below."
+            f"**The 1% target is not met on held-out QQP pairs** ({held_out.get('wrong_rate', 0):.2%} wrong at "
+            f"{held_out.get('recall', 0):.1%} recall). QQP's negatives are hand-picked near-duplicates (an "
+            'added qualifier such as "at work" or "in IT", swapped roles, a changed pronoun) and its '
+            "labels are noisy; even among the pairs the verifier ranks highest, several in a hundred are "
+            'labelled "not duplicate", many by judgement calls that a bag of static word vectors cannot '
+            "make. Raise `semantic_threshold` in the policy to trade recall for precision along the curves below."
         )
     calib = result.calibration_real or {"served": 0, "wrong_rate": 0.0, "recall": 0.0}
     one = result.calibration_real_1pct
@@ -101,8 +101,8 @@ are at most 0.5% wrong. Results on data never used for training or threshold sel
 
 "held-out, label noise removed" is a second reading, not the headline: it drops the held-out pairs
 whose texts are identical after lower-casing, dropping punctuation and collapsing whitespace yet are
-labelled "not duplicate" ({result.sizes.get("held-out pairs removed as label noise", 0)} such pairs in this
-test split; no reader and no model could tell them apart). Most of QQP's label noise is not of that
+labelled "not duplicate" (pairs removed from this test split:
+{result.sizes.get("held-out pairs removed as label noise", 0)}; no reader and no model could tell them apart). Most of QQP's label noise is not of that
 checkable kind, so this reading barely differs from the headline.
 
 On the real (not augmented) calibration pairs the operating point serves
