@@ -12,6 +12,8 @@ the simulator and the load generator (`wrk`, C) share core 1:
   complexity classifier, the policy decision, the upstream call, the ledger row (SQLite) and the cache
   store; every prompt is distinct (random words), so nothing is answered from the cache — the ledger's
   cache outcomes are printed to prove it;
+- **tiergate explicit**: the same gateway and key with `model="cheap"` (a deployment name: no classifier
+  or policy, exact cache only, ledger on), what a drop-in proxy does;
 - **litellm proxy**: `litellm --config` (its own venv, `litellm[proxy]` at the version the gateway pins),
   one worker, no database, routing the same model name to the same simulator.
 
@@ -29,14 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
-import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.bench_overhead import cpu_seconds, free_port, wait_http, wrk_run
+from scripts.benchlib import ENV, routed_gateway, start, stop
 from tests.support.redis8 import Redis8Server
 
 LITELLM_VENV = Path(os.environ.get("TIERGATE_LITELLM_VENV", Path.home() / ".cache/tiergate/litellm-proxy"))
@@ -70,25 +71,6 @@ def ensure_litellm() -> Path:
     return binary
 
 
-def start(cmd: list[str], log: Path, env: dict[str, str], core: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["taskset", "-c", str(core), *cmd], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
-
-
-def policy_document() -> dict:
-    return {
-        "name": "bench",
-        "baseline": "strong",
-        "bands": [
-            {"from": 0, "to": 0.5, "deployment": "cheap"},
-            {"from": 0.5, "to": 1, "deployment": "strong"},
-        ],
-        "fallbacks": {"cheap": ["strong"]},
-        "cache": {"enabled": True, "semantic": True},
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,134 +85,79 @@ def main() -> None:
     litellm = None if args.no_litellm else ensure_litellm()
 
     workdir = Path(tempfile.mkdtemp(prefix="tiergate-bench-pipeline-"))
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "BENCH_UPSTREAM_KEY": "sk-bench",
-        "TIERGATE_ADMIN_KEY": "admin",
-    }
-    sim_port, gw_port, ll_port = free_port(), free_port(), free_port()
+    redis = Redis8Server().start()
     procs: list[subprocess.Popen] = []
-    redis = Redis8Server(extra_args=("--io-threads", "1")).start()
+    bands = [{"from": 0, "to": 0.5, "deployment": "cheap"}, {"from": 0.5, "to": 1, "deployment": "strong"}]
     try:
-        procs.append(
-            start(
-                [sys.executable, "-m", "gateway.simulator.cli", "--port", str(sim_port),
-                 "--min-tokens", "16", "--max-tokens", "16"],
-                workdir / "simulator.log", env, core=1,
-            )
-        )  # fmt: skip
-        upstream = {"provider": "openai", "api_base": f"http://127.0.0.1:{sim_port}/v1",
-                    "api_key_env": "BENCH_UPSTREAM_KEY", "max_retries": 0}  # fmt: skip
-        config = workdir / "tiergate.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "database_url": f"sqlite+aiosqlite:///{workdir}/ledger.db",
-                    "spool_dir": str(workdir / "spool"),
-                    "redis_url": redis.url,
-                    "deployments": [
-                        {"name": "cheap", "model": "gpt-4o-mini", "tier": "economy", **upstream},
-                        {"name": "strong", "model": "gpt-4o", "tier": "frontier", **upstream},
-                    ],
-                }
-            )
-        )
-        gateway = start(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(gw_port),
-             "--log-level", "WARNING"],
-            workdir / "gateway.log", env, core=0,
-        )  # fmt: skip
-        procs.append(gateway)
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/health")
-        wait_http(f"http://127.0.0.1:{gw_port}/health")
-        admin = httpx.Client(
-            base_url=f"http://127.0.0.1:{gw_port}/admin", headers={"authorization": "Bearer admin"}
-        )
-        admin.post("/policies", json={"document": policy_document()}).raise_for_status()
-        admin.post("/policies/bench/activate", json={"version": 1}).raise_for_status()
-        admin.put("/assignments", json={"team": "bench", "policy": "bench"}).raise_for_status()
-        key = admin.post("/keys", json={"team": "bench"}).json()["key"]
-
-        targets = {
-            "direct": (f"http://127.0.0.1:{sim_port}/v1/chat/completions", "sk-bench", "gpt-4o-mini", None),
-            "tiergate pipeline": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", key, "auto", gateway),
-        }
-        if litellm:
-            ll_config = workdir / "litellm.yaml"
-            ll_config.write_text(
-                yaml.safe_dump(
-                    {
-                        "model_list": [
-                            {
-                                "model_name": "bench",
-                                "litellm_params": {
-                                    "model": "openai/gpt-4o-mini",
-                                    "api_base": f"http://127.0.0.1:{sim_port}/v1",
-                                    "api_key": "sk-bench",
-                                },
-                            }
-                        ],
-                        "general_settings": {"master_key": "sk-litellm-bench"},
-                        "litellm_settings": {"telemetry": False},
-                    }
-                )
-            )
-            ll_env = {**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
-            proxy = start(
-                [str(litellm), "--config", str(ll_config), "--port", str(ll_port), "--num_workers", "1"],
-                workdir / "litellm.log", ll_env, core=0,
-            )  # fmt: skip
-            procs.append(proxy)
-            wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout=180)
-            targets["litellm proxy"] = (
-                f"http://127.0.0.1:{ll_port}/v1/chat/completions",
-                "sk-litellm-bench",
-                "bench",
-                proxy,
-            )
-
-        results = []
-        for stream in (False, True):
-            for c in args.concurrency:
-                row = {"stream": stream, "concurrency": c}
-                for name, (url, auth, model, proc) in targets.items():
-                    # A new seed per run: the measured run does not ask the warm-up's questions again.
-                    scripts = [
-                        DISTINCT_PROMPTS_LUA.format(
-                            seed=time.time_ns() % 2**31 + i, model=model, key=auth, stream=str(stream).lower()
-                        )
-                        for i in range(2)
-                    ]
-                    wrk_run(url, scripts[0], c, 2, workdir)  # warm-up
-                    cpu0, t0 = (cpu_seconds(proc.pid) if proc else 0.0), time.monotonic()
-                    measured = wrk_run(url, scripts[1], c, args.duration, workdir)
-                    if proc:
-                        measured["cpu"] = round((cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0), 2)
-                    row[name] = measured
-                results.append(row)
-                print(json.dumps(row), flush=True)
-
-        with sqlite3.connect(workdir / "ledger.db") as db:
+        with routed_gateway(workdir, redis.url, ["--min-tokens", "16", "--max-tokens", "16"], bands) as stack:
+            chat = "/v1/chat/completions"
+            targets = {
+                "direct": (stack.simulator_url + chat, "sk-bench", "gpt-4o-mini", None),
+                "tiergate pipeline": (stack.gateway_url + chat, stack.key, "auto", stack.gateway),
+                "tiergate explicit": (stack.gateway_url + chat, stack.key, "cheap", stack.gateway),
+            }
+            if litellm:
+                proxy, url = start_litellm(litellm, workdir, stack.simulator_url)
+                procs.append(proxy)
+                targets["litellm proxy"] = (url + chat, "sk-litellm-bench", "bench", proxy)
+            results = [measure(targets, stream, c, args.duration, workdir)
+                       for stream in (False, True) for c in args.concurrency]  # fmt: skip
             time.sleep(2)  # the ledger writer flushes every second
-            outcomes = Counter(
-                dict(db.execute("select cache_outcome, count(*) from ledger_entries group by 1"))
-            )
-            tiers = Counter(dict(db.execute("select tier, count(*) from ledger_entries group by 1")))
-        print(f"\ngateway ledger: cache outcomes {dict(outcomes)}, tiers {dict(tiers)}")
+            with sqlite3.connect(stack.ledger) as db:
+                outcomes = dict(db.execute("select cache_outcome, count(*) from ledger_entries group by 1"))
+                tiers = dict(db.execute("select tier, count(*) from ledger_entries group by 1"))
+        print(f"\ngateway ledger: cache outcomes {outcomes}, tiers {tiers}")
         print_table(results, list(targets))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_litellm(binary: Path, workdir: Path, simulator_url: str) -> tuple[subprocess.Popen, str]:
+    """The LiteLLM proxy on core 0, one worker, no database, `bench` -> the simulator's gpt-4o-mini."""
+    port = free_port()
+    config = workdir / "litellm.yaml"
+    model = {"model": "openai/gpt-4o-mini", "api_base": f"{simulator_url}/v1", "api_key": "sk-bench"}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "bench", "litellm_params": model}],
+                "general_settings": {"master_key": "sk-litellm-bench"},
+                "litellm_settings": {"telemetry": False},
+            }
+        )
+    )
+    env = {**ENV, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    proxy = start(
+        [str(binary), "--config", str(config), "--port", str(port), "--num_workers", "1"],
+        workdir / "litellm.log", core=0, env=env,
+    )  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
+    return proxy, f"http://127.0.0.1:{port}"
+
+
+def measure(targets: dict, stream: bool, concurrency: int, duration: int, workdir: Path) -> dict:
+    """Each target in turn at this concurrency: a 2 s warm-up, then `duration` seconds measured."""
+    row: dict = {"stream": stream, "concurrency": concurrency}
+    for name, (url, auth, model, proc) in targets.items():
+        # A new seed per run: the measured run does not ask the warm-up's questions again.
+        scripts = [
+            DISTINCT_PROMPTS_LUA.format(
+                seed=time.time_ns() % 2**31 + i, model=model, key=auth, stream=str(stream).lower()
+            )
+            for i in range(2)
+        ]
+        wrk_run(url, scripts[0], concurrency, 2, workdir)
+        cpu0, t0 = (cpu_seconds(proc.pid) if proc else 0.0), time.monotonic()
+        measured = wrk_run(url, scripts[1], concurrency, duration, workdir)
+        if proc:
+            measured["cpu"] = round((cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0), 2)
+        row[name] = measured
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def print_table(results: list[dict], names: list[str]) -> None:
@@ -253,10 +180,15 @@ def print_table(results: list[dict], names: list[str]) -> None:
             )
         print("| " + " | ".join(cells) + " |")
     if "litellm proxy" in names:
+        print("\nthroughput per core (req/s over the server's CPU share), against the LiteLLM proxy:")
         for r in results:
-            ratio = r["tiergate pipeline"]["rps"] / max(r["litellm proxy"]["rps"], 1e-9)
             mode = "stream" if r["stream"] else "json"
-            print(f"{mode} c={r['concurrency']}: tiergate pipeline / litellm proxy throughput = {ratio:.1f}x")
+            litellm = r["litellm proxy"]["rps"] / max(r["litellm proxy"]["cpu"], 1e-9)
+            for name in ("tiergate pipeline", "tiergate explicit"):
+                ours = r[name]["rps"] / max(r[name]["cpu"], 1e-9)
+                print(
+                    f"{mode} c={r['concurrency']}: {name} {ours:.0f} vs {litellm:.0f} = {ours / litellm:.1f}x"
+                )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,13 +34,10 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import httpx
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.bench_overhead import free_port, wait_http
-from scripts.bench_pipeline import policy_document, start
+from scripts.benchlib import routed_gateway
 from tests.support.redis8 import Redis8Server
 
 EASY = ["hi there", "thanks!", "what's up?", "say hello in French", "good morning", "tell me a joke"]
@@ -135,76 +130,24 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="tiergate-soak-"))
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "BENCH_UPSTREAM_KEY": "sk-bench",
-        "TIERGATE_ADMIN_KEY": "admin",
-    }
-    sim_port, gw_port = free_port(), free_port()
     redis = Redis8Server().start()
-    procs: list[subprocess.Popen] = []
+    simulator = ["--ttft-ms", "20", "--itl-ms", "2", "--min-tokens", "8", "--max-tokens", "32"]
+    bands = [{"from": 0, "to": 0.35, "deployment": "cheap"}, {"from": 0.35, "to": 1, "deployment": "strong"}]
     try:
-        procs.append(
-            start(
-                [sys.executable, "-m", "gateway.simulator.cli", "--port", str(sim_port), "--ttft-ms", "20",
-                 "--itl-ms", "2", "--min-tokens", "8", "--max-tokens", "32"],
-                workdir / "simulator.log", env, core=1,
+        with routed_gateway(workdir, redis.url, simulator, bands) as stack:
+            memory: list[tuple[float, float]] = []
+            url = f"{stack.gateway_url}/v1/chat/completions"
+            results = asyncio.run(
+                drive(url, stack.key, args.rate, args.minutes * 60, stack.gateway.pid, memory)
             )
-        )  # fmt: skip
-        upstream = {"provider": "openai", "api_base": f"http://127.0.0.1:{sim_port}/v1",
-                    "api_key_env": "BENCH_UPSTREAM_KEY", "max_retries": 1}  # fmt: skip
-        config = workdir / "tiergate.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "database_url": f"sqlite+aiosqlite:///{workdir}/ledger.db",
-                    "spool_dir": str(workdir / "spool"),
-                    "redis_url": redis.url,
-                    "deployments": [
-                        {"name": "cheap", "model": "gpt-4o-mini", "tier": "economy", **upstream},
-                        {"name": "strong", "model": "gpt-4o", "tier": "frontier", **upstream},
-                    ],
-                }
-            )
-        )
-        gateway = start(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(gw_port),
-             "--log-level", "WARNING"],
-            workdir / "gateway.log", env, core=0,
-        )  # fmt: skip
-        procs.append(gateway)
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/health")
-        wait_http(f"http://127.0.0.1:{gw_port}/health")
-        admin = httpx.Client(
-            base_url=f"http://127.0.0.1:{gw_port}/admin", headers={"authorization": "Bearer admin"}
-        )
-        document = policy_document()
-        document["bands"] = [
-            {"from": 0, "to": 0.35, "deployment": "cheap"},
-            {"from": 0.35, "to": 1, "deployment": "strong"},
-        ]
-        admin.post("/policies", json={"document": document}).raise_for_status()
-        admin.post("/policies/bench/activate", json={"version": 1}).raise_for_status()
-        admin.put("/assignments", json={"team": "bench", "policy": "bench"}).raise_for_status()
-        key = admin.post("/keys", json={"team": "bench"}).json()["key"]
-
-        memory: list[tuple[float, float]] = []
-        url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-        results = asyncio.run(drive(url, key, args.rate, args.minutes * 60, gateway.pid, memory))
-        time.sleep(3)  # the ledger writer flushes every second
-        with sqlite3.connect(workdir / "ledger.db") as db:
-            ledger_rows = db.execute("select count(*) from ledger_entries").fetchone()[0]
-            tiers = dict(db.execute("select coalesce(tier, '-'), count(*) from ledger_entries group by 1"))
+            time.sleep(3)  # the ledger writer flushes every second
+            with sqlite3.connect(stack.ledger) as db:
+                ledger_rows = db.execute("select count(*) from ledger_entries").fetchone()[0]
+                tiers = dict(
+                    db.execute("select coalesce(tier, '-'), count(*) from ledger_entries group by 1")
+                )
         report(results, memory, ledger_rows, tiers, args)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 

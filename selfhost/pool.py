@@ -1,7 +1,8 @@
 """Health and load of a deployment's replicas, and the choice of one replica per request.
 
 ``ReplicaPool`` scrapes every replica in the background (``selfhost.probe``), takes a replica out of service
-after ``fail_threshold`` failed scrapes in a row and puts it back after ``recover_threshold`` good ones.
+after ``fail_threshold`` failed scrapes in a row and puts it back after ``recover_threshold`` good ones. A
+scrape that gets no answer in time is not a failure but a sign of load: routing with limits spills over.
 ``pick`` returns ``None`` when no in-service replica is within the ``LoadLimits``: the routing policy then
 spills the request over to its next tier. Besides the scraped queue, a replica's limits count the requests
 this process has in flight on it (``pick`` to ``release``) against its ``max-num-seqs``, which reacts to a
@@ -42,6 +43,9 @@ class LoadLimits:
     max_ttft_p95_s: float | None = None
 
 
+ANY_LOAD = LoadLimits(max_waiting=None, max_kv_cache_usage=None, max_ttft_p95_s=None)
+
+
 @dataclass
 class ReplicaState:
     replica: Replica
@@ -52,12 +56,17 @@ class ReplicaState:
     successes: int = 0  # consecutive
     picked_since_scrape: int = 0
     last_error: str | None = None
+    slow: bool = False  # the last scrape timed out (see `within`)
     in_flight: int = 0  # requests this process sent to the replica that have not finished yet
     capacity: int | None = None  # the replica's max-num-seqs, when the catalogue states it
 
     def within(self, limits: LoadLimits) -> bool:
         load = self.load
         if not self.in_service or load is None:
+            return False
+        if self.slow and limits != ANY_LOAD:
+            # Its last scrape got no answer in time: its queue is unknown, and a replica too busy to answer
+            # /metrics is the usual reason. Requests with nowhere else to go still get it; the rest spill.
             return False
         if limits.max_waiting is not None and load.waiting > limits.max_waiting:
             return False
@@ -168,6 +177,13 @@ class ReplicaPool:
         state.successes, state.failures = 0, max(state.failures, self.fail_threshold)
 
     def _record(self, state: ReplicaState, load: ReplicaLoad) -> None:
+        state.slow = load.slow
+        if (
+            load.slow
+        ):  # busy, not down: a vLLM saturating the CPU answers /metrics only when its batch is done
+            state.last_error = load.error
+            state.picked_since_scrape = 0
+            return
         if load.healthy:
             state.recent_ttft = load.ttft.since(state.load.ttft) if state.load else Histogram()
             state.load = load

@@ -77,6 +77,7 @@ class ReplicaLoad:
     ttft: Histogram = field(default_factory=Histogram)
     scraped_at: float = field(default_factory=time.monotonic)
     error: str | None = None
+    slow: bool = False  # no answer within the deadline: busy (its queue unknown), not necessarily down
 
     @property
     def ttft_p50(self) -> float | None:
@@ -125,10 +126,15 @@ def parse_metrics(text: str, *, healthy: bool = True) -> ReplicaLoad:
 async def probe(client: httpx.AsyncClient, base_url: str, request_timeout: float = 2.0) -> ReplicaLoad:
     """Scrape one replica. Never raises for replica trouble: returns ``healthy=False`` with the reason."""
     try:
-        health, metrics = await asyncio.gather(
-            client.get(f"{base_url}/health", timeout=request_timeout),
-            client.get(f"{base_url}/metrics", timeout=request_timeout),
-        )
+        # httpx's timeout bounds each read, not the whole answer: a server trickling its response (vLLM
+        # on a saturated CPU answers /metrics only when its batch is done) needs a deadline of our own.
+        async with asyncio.timeout(request_timeout):
+            health, metrics = await asyncio.gather(
+                client.get(f"{base_url}/health", timeout=request_timeout),
+                client.get(f"{base_url}/metrics", timeout=request_timeout),
+            )
+    except TimeoutError:
+        return ReplicaLoad(healthy=False, slow=True, error=f"no answer within {request_timeout:g} s")
     except httpx.HTTPError as exc:
         return ReplicaLoad(healthy=False, error=f"{type(exc).__name__}: {exc}")
     if health.status_code != 200 or metrics.status_code != 200:

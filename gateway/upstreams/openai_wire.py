@@ -62,12 +62,19 @@ class OpenAIWireUpstream:
     def _payload(self, body: dict[str, Any]) -> bytes:
         return orjson.dumps({**self.deployment.extra_params, **body, "model": self.deployment.model})
 
+    async def _send(self, url: str, payload: bytes, limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """POST, once more when the server closed a pooled keep-alive connection just as it was reused: it
+        disconnects without a byte of answer, so the request was never read and sending it again is safe
+        (not a retry of the upstream's decision: retries and backoff stay the registry's)."""
+        try:
+            return await self._session.post(url, data=payload, headers=self._headers, timeout=limits)
+        except aiohttp.ServerDisconnectedError:
+            return await self._session.post(url, data=payload, headers=self._headers, timeout=limits)
+
     async def complete(self, endpoint: str, body: dict[str, Any]) -> UpstreamResponse:
         url = self._base + ENDPOINT_PATHS[endpoint]
         try:
-            async with self._session.post(
-                url, data=self._payload(body), headers=self._headers, timeout=self._timeout
-            ) as resp:
+            async with await self._send(url, self._payload(body), self._timeout) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise UpstreamError(
@@ -94,9 +101,7 @@ class OpenAIWireUpstream:
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         }
         try:
-            resp = await self._session.post(
-                url, data=self._payload(body), headers=self._headers, timeout=self._stream_timeout
-            )
+            resp = await self._send(url, self._payload(body), self._stream_timeout)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _connection_error(exc) from exc
         if resp.status != 200:

@@ -29,13 +29,12 @@ from gateway.upstreams.openai_wire import OpenAIWireUpstream
 from selfhost import catalogue
 from selfhost.cost import CostMeter, NoTrafficError, at_capacity
 from selfhost.launcher import plan
-from selfhost.pool import LoadLimits, Replica, ReplicaPool
+from selfhost.pool import ANY_LOAD, LoadLimits, Replica, ReplicaPool
 from selfhost.probe import ReplicaLoad
 
 log = logging.getLogger(__name__)
 
 PREFIX_CHARS = 2048  # how much of the conversation's start decides prefix-cache affinity
-ANY_HEALTHY = LoadLimits(max_waiting=None, max_kv_cache_usage=None, max_ttft_p95_s=None)
 #: Failures that mean the replica is gone, not that it judged the request: safe to try another replica
 #: (nothing reached the client yet; a stream that already relayed bytes breaks off instead).
 REPLICA_GONE = frozenset({"connect_error", "connection_reset"})
@@ -76,7 +75,7 @@ class SelfHostedUpstream:
         replicas = [Replica(p.id, p.base_url, entry.name) for p in plan(entry, vllm="vllm")]
         self.meter = CostMeter(entry.cost)
         self.pool = ReplicaPool(
-            replicas, ANY_HEALTHY, on_scrape=self._scraped, capacity=entry.batching.max_num_seqs
+            replicas, ANY_LOAD, on_scrape=self._scraped, capacity=entry.batching.max_num_seqs
         )
         self._upstreams = {
             r.id: OpenAIWireUpstream(deployment.model_copy(update={"api_base": f"{r.base_url}/v1"}), session)

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,7 +20,7 @@ class FakeReplicaServer:
     """A real HTTP server answering /health and /metrics like vLLM; tests switch what it says."""
 
     def __init__(self):
-        self.metrics, self.health_status = IDLE, 200
+        self.metrics, self.health_status, self.delay = IDLE, 200, 0.0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -27,6 +28,7 @@ class FakeReplicaServer:
                 if self.path == "/health":
                     status, body = server.health_status, b""
                 elif self.path == "/metrics":
+                    time.sleep(server.delay)
                     status, body = 200, server.metrics.encode()
                 else:
                     status, body = 404, b""
@@ -105,6 +107,26 @@ async def test_requests_in_flight_count_against_max_num_seqs_between_scrapes(ser
     for _ in range(5):
         pool.release("r0")
     assert state.in_flight == 0  # never negative
+    await pool.aclose()
+
+
+async def test_a_replica_too_busy_to_answer_its_scrape_is_spilled_from_but_stays_in_service(servers):
+    """A scrape without an answer in time says "busy", not "down": routing with limits spills over, while a
+    request with nowhere else to go (no limits) still gets the replica, which stays in service."""
+    from selfhost.pool import ANY_LOAD
+
+    pool = ReplicaPool(replicas(servers[:1]), LoadLimits(max_waiting=0), probe_timeout=0.3)
+    await pool.refresh()
+    (state,) = pool.states()
+    servers[0].delay = 1.0  # answers, but only after the scrape's deadline
+    for _ in range(3):
+        await pool.refresh()
+    assert state.in_service and state.slow
+    assert not state.within(LoadLimits(max_waiting=0)) and state.within(ANY_LOAD)
+    assert pool.pick() is None  # this pool's own limits spill too
+    servers[0].delay = 0.0
+    await pool.refresh()
+    assert not state.slow and state.within(LoadLimits(max_waiting=0))
     await pool.aclose()
 
 
