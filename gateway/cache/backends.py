@@ -31,6 +31,30 @@ from redis.commands.vectorset.commands import QuantizationOptions
 
 SWEEP_BATCH = 64
 
+# One round trip per lookup and per store: redis-py spends ~0.1 ms of client CPU per command, so the
+# exact GET + VSIM of a miss and the 9 commands of a store cost more as commands than as one script.
+# (The keys a script touches share no hash slot: these scripts assume a single Redis, not a Cluster.)
+_LOOKUP = """
+local entry = redis.call('GET', KEYS[1])
+if entry or ARGV[1] == '' then return {entry or false, {}} end
+return {false, redis.call('VSIM', KEYS[2], 'FP32', ARGV[1], 'WITHSCORES', 'WITHATTRIBS',
+                          'COUNT', ARGV[2], 'EPSILON', ARGV[3])}
+"""
+_STORE = """
+local ttl, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+if ARGV[4] == '' then return 0 end
+redis.call('VADD', KEYS[2], 'FP32', ARGV[4], ARGV[5], ARGV[6], 'SETATTR', ARGV[7])
+redis.call('ZADD', KEYS[3], now + ttl, ARGV[5])
+for i = 2, 3 do
+  if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
+for _, member in ipairs(stale) do redis.call('VREM', KEYS[2], member) end
+if #stale > 0 then redis.call('ZREM', KEYS[3], unpack(stale)) end
+return #stale
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Neighbour:
@@ -47,6 +71,13 @@ class VectorKeys:
 
 class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
+
+    async def lookup(
+        self, key: str, keys: VectorKeys, vector: np.ndarray | None, count: int, min_cosine: float
+    ) -> tuple[bytes | None, list[Neighbour]]:
+        """The entry at ``key``; if there is none and ``vector`` is given, the nearest live members of
+        ``keys.vset`` at or above ``min_cosine`` (at most ``count``, nearest first)."""
+        ...
 
     async def put(
         self, key: str, payload: bytes, ttl: int, keys: VectorKeys, member: str, vector: np.ndarray | None,
@@ -76,6 +107,8 @@ class RedisBackend:
     ) -> None:
         self.client = client
         self._quantization = quantization
+        self._lookup = client.register_script(_LOOKUP)
+        self._store = client.register_script(_STORE)
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float = 0.05) -> RedisBackend:
@@ -97,54 +130,29 @@ class RedisBackend:
         text: str,
     ) -> None:  # fmt: skip
         now = time.time()
-        expires = now + ttl
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(key, payload, ex=ttl)
-            if vector is not None:
-                pipe.vset().vadd(
-                    keys.vset,
-                    np.asarray(vector, dtype=np.float32).tobytes(),
-                    member,
-                    quantization=self._quantization,
-                    attributes=orjson.dumps({"exp": expires, "text": text}).decode(),
-                )
-                pipe.zadd(keys.expiry, {member: expires})
-                pipe.expire(keys.vset, ttl, gt=True)
-                pipe.expire(keys.expiry, ttl, gt=True)
-                pipe.expire(keys.vset, ttl, nx=True)
-                pipe.expire(keys.expiry, ttl, nx=True)
-                pipe.zrangebyscore(keys.expiry, "-inf", now, start=0, num=SWEEP_BATCH)
-            results = await pipe.execute()
-        stale = results[-1] if vector is not None else []
-        if stale:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for m in stale:
-                    pipe.vset().vrem(keys.vset, m.decode() if isinstance(m, bytes) else m)
-                pipe.zrem(keys.expiry, *stale)
-                await pipe.execute()
+        attributes = orjson.dumps({"exp": now + ttl, "text": text}) if vector is not None else b""
+        blob = np.asarray(vector, dtype=np.float32).tobytes() if vector is not None else b""
+        await self._store(
+            keys=[key, keys.vset, keys.expiry],
+            args=[payload, ttl, now, blob, member, self._quantization.value, attributes, SWEEP_BATCH],
+        )
+
+    async def lookup(
+        self, key: str, keys: VectorKeys, vector: np.ndarray | None, count: int, min_cosine: float
+    ) -> tuple[bytes | None, list[Neighbour]]:
+        blob = np.asarray(vector, dtype=np.float32).tobytes() if vector is not None else b""
+        entry, raw = await self._lookup(keys=[key, keys.vset], args=[blob, count, _epsilon(min_cosine)])
+        return entry, _neighbours(raw)
 
     async def search(
         self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float
     ) -> list[Neighbour]:
-        # VSIM scores are (1 + cosine) / 2; EPSILON is a bound on 1 - score. Sent without redis-py's
-        # reply parser, which mishandles WITHSCORES + WITHATTRIBS; the reply is a map under RESP3
-        # (member -> [score, attributes]) and a flat [member, score, attributes, ...] list under RESP2.
-        epsilon = max((1.0 - min_cosine) / 2.0, 1e-6)
+        # Sent without redis-py's reply parser, which mishandles WITHSCORES + WITHATTRIBS.
         raw = await self.client.execute_command(
             "VSIM", keys.vset, "FP32", np.asarray(vector, dtype=np.float32).tobytes(),
-            "WITHSCORES", "WITHATTRIBS", "COUNT", count, "EPSILON", epsilon,
+            "WITHSCORES", "WITHATTRIBS", "COUNT", count, "EPSILON", _epsilon(min_cosine),
         )  # fmt: skip
-        if isinstance(raw, dict):
-            triples = [(member, *value) for member, value in raw.items()]
-        else:
-            triples = list(zip(*[iter(raw or [])] * 3, strict=False))
-        now, out = time.time(), []
-        for member, score, attrs in triples:
-            meta = orjson.loads(attrs) if attrs else {}
-            if meta.get("exp", 0) > now:  # expired members wait for the sweep but are never candidates
-                name = member.decode() if isinstance(member, bytes) else str(member)
-                out.append(Neighbour(name, 2.0 * float(score) - 1.0, str(meta.get("text", ""))))
-        return out
+        return _neighbours(raw)
 
     async def remove(self, key: str, keys: VectorKeys | None, member: str) -> int:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -170,6 +178,27 @@ class RedisBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _epsilon(min_cosine: float) -> float:
+    """VSIM scores are (1 + cosine) / 2; EPSILON is a bound on 1 - score."""
+    return max((1.0 - min_cosine) / 2.0, 1e-6)
+
+
+def _neighbours(raw: object) -> list[Neighbour]:
+    """Live members from a VSIM ... WITHSCORES WITHATTRIBS reply: a map (member -> [score, attributes])
+    under RESP3, a flat [member, score, attributes, ...] list under RESP2 and from scripts."""
+    if isinstance(raw, dict):
+        triples = [(member, *value) for member, value in raw.items()]
+    else:
+        triples = list(zip(*[iter(raw or [])] * 3, strict=False))
+    now, out = time.time(), []
+    for member, score, attrs in triples:
+        meta = orjson.loads(attrs) if attrs else {}
+        if meta.get("exp", 0) > now:  # expired members wait for the sweep but are never candidates
+            name = member.decode() if isinstance(member, bytes) else str(member)
+            out.append(Neighbour(name, 2.0 * float(score) - 1.0, str(meta.get("text", ""))))
+    return out
 
 
 class _VectorSet:
@@ -222,6 +251,14 @@ class MemoryBackend:
             del self._values[key]
             return None
         return item[0]
+
+    async def lookup(
+        self, key: str, keys: VectorKeys, vector: np.ndarray | None, count: int, min_cosine: float
+    ) -> tuple[bytes | None, list[Neighbour]]:
+        entry = await self.get(key)
+        if entry is not None or vector is None:
+            return entry, []
+        return None, await self.search(keys, vector, count, min_cosine)
 
     async def put(
         self, key: str, payload: bytes, ttl: int, keys: VectorKeys, member: str, vector: np.ndarray | None,

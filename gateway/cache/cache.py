@@ -26,7 +26,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from gateway.cache import keys
-from gateway.cache.backends import CacheBackend, MemoryBackend, RedisBackend, VectorKeys
+from gateway.cache.backends import CacheBackend, MemoryBackend, Neighbour, RedisBackend, VectorKeys
 from gateway.cache.policy import CacheScope, header_directives, is_storable, semantic_refusal
 from gateway.cache.verifier import Verifier, get_verifier
 from gateway.embeddings import Embedder, get_embedder
@@ -152,8 +152,18 @@ class ResponseCache:
             result.partition = keys.partition_digest((scope.tenant, scope.policy), normalised)
         if not directives.read:
             return result
+        # Whether to look for neighbours is known before the exact GET, so both go in one round trip.
+        semantic_reason = await self._semantic_refusal(result, normalised, embedding)
+        vector = result.embedding if semantic_reason is None else None
+        vkeys = _vector_keys(namespace, result.partition)
+        verifier = self.verifier
         try:
-            raw = await self._call("get", lambda: self.backend.get(f"{namespace}:e:{result.digest}"))
+            raw, neighbours = await self._call(
+                "lookup",
+                lambda: self.backend.lookup(
+                    f"{namespace}:e:{result.digest}", vkeys, vector, settings.candidates, verifier.min_cosine
+                ),
+            )
         except BackendUnavailable:
             result.reason, result.store_allowed = "backend-unavailable", False
             return result
@@ -164,40 +174,38 @@ class ResponseCache:
                 1.0,
             )
             return result
+        if semantic_reason is not None:
+            result.reason = semantic_reason
+            return result
+        await self._verify(result, namespace, neighbours)
+        return result
+
+    async def _semantic_refusal(
+        self, result: CacheLookup, normalised: dict[str, Any], embedding: np.ndarray | None
+    ) -> str | None:
+        """Why this request gets no semantic lookup (None: it does); embeds the final turn when the
+        semantic layer is on, since the router shares the embedding even when the cache refuses."""
         if result.text is None:
-            result.reason = "no-final-user-text"
-            return result
+            return "no-final-user-text"
+        settings = result.scope.settings
         if not settings.semantic:  # nothing to embed for: exact matching only
-            result.reason = "semantic-disabled"
-            return result
+            return "semantic-disabled"
         result.embedding = (
             embedding if embedding is not None else (await self.embedder.aembed([result.text]))[0]
         )
         if refusal := semantic_refusal(normalised, settings):
-            result.reason = refusal
-            return result
-        await self._semantic(result, namespace)
-        return result
-
-    async def _semantic(self, result: CacheLookup, namespace: str) -> None:
-        assert result.scope is not None and result.text is not None and result.embedding is not None
-        settings, verifier = result.scope.settings, self.verifier
+            return refusal
         if not np.any(result.embedding):
-            result.reason = "empty-embedding"
-            return
-        threshold = settings.semantic_threshold
+            return "empty-embedding"
+        return None
+
+    async def _verify(self, result: CacheLookup, namespace: str, neighbours: list[Neighbour]) -> None:
+        """Serve the best neighbour the verifier accepts whose entry is still there."""
+        assert result.scope is not None and result.text is not None
+        verifier = self.verifier
+        threshold = result.scope.settings.semantic_threshold
         threshold = verifier.default_threshold if threshold is None else threshold
         vkeys = _vector_keys(namespace, result.partition)
-        try:
-            neighbours = await self._call(
-                "search",
-                lambda: self.backend.search(
-                    vkeys, result.embedding, settings.candidates, verifier.min_cosine
-                ),
-            )
-        except BackendUnavailable:
-            result.reason, result.store_allowed = "backend-unavailable", False
-            return
         scores = verifier.score_many(
             [n.text for n in neighbours], result.text, [n.cosine for n in neighbours]
         )

@@ -52,7 +52,7 @@ async def test_redis_outage_mid_load_degrades_to_uncached_and_recovers() -> None
         await cache.store(await cache.lookup(scope, chat("Who wrote Hamlet?"), {}), completion("Shakespeare"))
         assert (await cache.lookup(scope, chat("Who wrote Hamlet?"), {})).outcome == "exact"
 
-        errors_before = CACHE_ERRORS.labels("get")._value.get()
+        errors_before = CACHE_ERRORS.labels("lookup")._value.get()
         server.stop()
         started = time.perf_counter()
         outcomes = await asyncio.gather(*(cache.lookup(scope, chat(f"question {i}?"), {}) for i in range(50)))
@@ -61,7 +61,7 @@ async def test_redis_outage_mid_load_degrades_to_uncached_and_recovers() -> None
         assert {o.reason for o in outcomes} == {"backend-unavailable"}
         assert not await cache.store(outcomes[0], completion("not stored"))
         assert elapsed < 2.0  # each lookup waits at most one timeout; later ones skip Redis entirely
-        assert CACHE_ERRORS.labels("get")._value.get() > errors_before
+        assert CACHE_ERRORS.labels("lookup")._value.get() > errors_before
 
         server.start()  # same port, empty (no persistence)
         await asyncio.sleep(0.4)  # cool-down ends
