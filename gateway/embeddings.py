@@ -43,6 +43,9 @@ class Embedder:
         vectors = np.load(model_dir / "vectors.npz")["vectors"].astype(np.float32)
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._model = StaticModel(vectors=vectors, tokenizer=tokenizer, normalize=True, max_length=MAX_TOKENS)
+        tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer = tokenizer
+        self._unk = self._model.unk_token_id
         self.dim: int = int(vectors.shape[1])
         self.name: str = f"model2vec-minilm-l6-{self.dim}"
         self._vectors = vectors
@@ -54,10 +57,18 @@ class Embedder:
 
         A text with no known token maps to the zero vector (cosine 0 with everything).
         """
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = self._model.encode(list(texts), use_multiprocessing=False)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        # What StaticModel.encode computes (mean of the token vectors, unknown tokens dropped, L2-normalised;
+        # tests/cache/test_embeddings.py checks they agree), without its per-call batching, progress-bar
+        # and truncation set-up, which cost ~4x the arithmetic for the one short text a request embeds.
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, encoding in enumerate(
+            self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        ):
+            ids = encoding.ids if self._unk is None else [i for i in encoding.ids if i != self._unk]
+            if ids:
+                out[row] = self._vectors[ids].mean(axis=0)
+        out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-32
+        return out
 
     def word_sums(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per word: the sum of its token vectors (float32, (len(words), dim)) and its token count.
@@ -74,9 +85,7 @@ class Embedder:
             for word in whole:
                 cache[word] = self._sum([self._vocab[word]])
             rest = [w for w in missing if w not in cache]
-            encodings = (
-                self._model.tokenizer.encode_batch_fast(rest, add_special_tokens=False) if rest else []
-            )
+            encodings = self._tokenizer.encode_batch_fast(rest, add_special_tokens=False) if rest else []
             for word, encoding in zip(rest, encodings, strict=True):
                 cache[word] = self._sum(encoding.ids)
             while len(cache) > WORD_CACHE_SIZE:
@@ -84,13 +93,13 @@ class Embedder:
         items = [cache.get(w) for w in words]
         for i, item in enumerate(items):
             if item is None:  # forgotten in between (another thread filled the cache): tokenise again
-                items[i] = self._sum(self._model.tokenizer.encode(words[i], add_special_tokens=False).ids)
+                items[i] = self._sum(self._tokenizer.encode(words[i], add_special_tokens=False).ids)
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
         return np.stack([v for v, _ in items]), np.array([n for _, n in items], dtype=np.int64)  # type: ignore[misc]
 
     def _sum(self, ids: list[int]) -> tuple[np.ndarray, int]:
-        ids = [i for i in ids if i != self._model.unk_token_id]
+        ids = [i for i in ids if i != self._unk]
         return (self._vectors[ids].sum(axis=0) if ids else np.zeros(self.dim, dtype=np.float32)), len(ids)
 
     async def aembed(self, texts: Sequence[str]) -> np.ndarray:

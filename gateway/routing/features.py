@@ -75,7 +75,7 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s", re.MULTILINE)
 
 _PUNCT = np.zeros(128, dtype=bool)
 _PUNCT[[ord(c) for c in "!\"#%&'()*,-./:;?@[\\]_{}"]] = True
-_MATH_SYMBOL = np.array([ord(c) for c in "=+*/^<>≤≥≠±√∑∏∫πθαβλ∞"], dtype=np.uint32)
+_MATH_SYMBOLS = "=+*/^<>≤≥≠±√∑∏∫πθαβλ∞"
 _MATH_WORDS = frozenset(["sin", "cos", "tan", "log", "ln", "lim", "mod"])
 
 
@@ -95,7 +95,11 @@ class _Keywords:
 
     def count(self, word_counts: Counter[str], spaced: str) -> int:
         """Occurrences among ``word_counts`` and in ``spaced`` (the words joined, space-padded)."""
-        return sum(word_counts[w] for w in self.words) + sum(spaced.count(p) for p in self.phrases)
+        if len(word_counts) < len(self.words):  # iterate over the smaller side
+            words = sum(n for w, n in word_counts.items() if w in self.words)
+        else:
+            words = sum(word_counts.get(w, 0) for w in self.words)
+        return words + sum(spaced.count(p) for p in self.phrases)
 
 
 _CONSTRAINT = _Keywords.of(
@@ -288,7 +292,7 @@ def dense_features(conversation: ConversationText) -> np.ndarray:
         (len(codepoints) - len(ascii_codepoints)) / n_chars,
         math.log1p(text.count("```") + text.count("~~~")),
         sum(1 for _ in _CODE_LINE.finditer(text)) / lines,
-        math.log1p(np.isin(codepoints, _MATH_SYMBOL).sum() + sum(word_counts[w] for w in _MATH_WORDS)),
+        math.log1p(sum(map(text.count, _MATH_SYMBOLS)) + sum(word_counts[w] for w in _MATH_WORDS)),
         _log_count(_LATEX, text),
         math.log1p(numbers),
         math.log1p(text.count("?")),

@@ -51,3 +51,19 @@ def test_whole_word_shortcut_agrees_with_the_tokeniser_on_every_vocabulary_word(
     words = [w for w in embedder._vocab if w.isascii() and w.isalpha() and w.islower()]
     encodings = embedder._model.tokenizer.encode_batch_fast(words, add_special_tokens=False)
     assert [e.ids for e in encodings] == [[embedder._vocab[w]] for w in words]
+
+
+def test_fast_path_matches_model2vec_static_model_encode() -> None:
+    """`embed` re-implements StaticModel.encode for speed; both must give the same vectors, including
+    unknown tokens dropped, truncation at MAX_TOKENS and the zero vector for text without tokens."""
+    embedder = get_embedder()
+    texts = [
+        "How do I reverse a list in Python?",
+        "naïve café ☃ zzqxj 3.14 don't",
+        "",
+        "   ",
+        "word " * 2000,  # truncated at MAX_TOKENS
+        "The quick brown fox jumps over the lazy dog. " * 30,
+    ]
+    expected = embedder._model.encode(texts, use_multiprocessing=False)
+    assert np.allclose(embedder.embed(texts), expected, atol=1e-6)
