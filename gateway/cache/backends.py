@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.commands.vectorset.commands import QuantizationOptions
 
 SWEEP_BATCH = 64
+ADMIN_SOCKET_TIMEOUT_S = 30.0
 
 # One round trip per lookup and per store: redis-py spends ~0.1 ms of client CPU per command, so the
 # exact GET + VSIM of a miss and the 9 commands of a store cost more as commands than as one script.
@@ -106,6 +107,15 @@ class RedisBackend:
         quantization: QuantizationOptions = QuantizationOptions.Q8,
     ) -> None:
         self.client = client
+        # Admin scans walk the whole keyspace: on a busy server a reply can take longer than the request
+        # path's fail-fast socket timeout, so they get their own connections with a patient one.
+        kwargs = client.connection_pool.connection_kwargs
+        self._admin = aioredis.Redis.from_pool(  # owns its pool: closed with it
+            aioredis.ConnectionPool(
+                connection_class=client.connection_pool.connection_class,
+                **{**kwargs, "socket_timeout": ADMIN_SOCKET_TIMEOUT_S},
+            )
+        )
         self._quantization = quantization
         self._lookup = client.register_script(_LOOKUP)
         self._store = client.register_script(_STORE)
@@ -166,18 +176,19 @@ class RedisBackend:
     async def delete_matching(self, pattern: str) -> int:
         entries = 0
         batch: list[bytes] = []
-        async for key in self.client.scan_iter(match=pattern, count=1000):
+        async for key in self._admin.scan_iter(match=pattern, count=1000):
             batch.append(key)
             entries += b":e:" in key
             if len(batch) >= 500:
-                await self.client.unlink(*batch)
+                await self._admin.unlink(*batch)
                 batch.clear()
         if batch:
-            await self.client.unlink(*batch)
+            await self._admin.unlink(*batch)
         return entries
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self._admin.aclose()
 
 
 def _epsilon(min_cosine: float) -> float:
