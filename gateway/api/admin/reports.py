@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -71,6 +71,38 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in
 _DIMENSION = f"(?:{'|'.join(DIMENSIONS)})"
 
 
+class Window:
+    """The query parameters every tabular report takes: a time window and JSON or CSV."""
+
+    def __init__(
+        self,
+        since: IsoDateTime | None = Query(None, description="Start (inclusive), ISO 8601; naive means UTC."),
+        until: IsoDateTime | None = Query(None, description="End (exclusive), ISO 8601; naive means UTC."),
+        format: Literal["json", "csv"] = "json",
+    ) -> None:
+        self.since, self.until, self.format = since, until, format
+
+    def respond(self, payload: dict, csv_rows: Callable[[], list[dict]], filename: str) -> Response:
+        """`payload` as JSON, or `csv_rows()` (flat dicts) as a CSV attachment named `filename`."""
+        if self.format == "json":
+            return Response(orjson.dumps(payload), media_type="application/json")
+        out = io.StringIO()
+        rows = csv_rows()
+        if rows:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{filename}"'},
+        )
+
+
+def _filters(**values: str | None) -> dict[str, str]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
 @router.get(
     "/cost",
     summary="Cost per query: actual vs baseline, savings by source, tokens, latency",
@@ -78,50 +110,26 @@ _DIMENSION = f"(?:{'|'.join(DIMENSIONS)})"
 )
 async def cost(
     request: Request,
+    window: Annotated[Window, Depends()],
     group_by: str = Query(
         "deployment",
         description=f"Comma-separated, each at most once: {', '.join(DIMENSIONS)}.",
         pattern=f"^{_DIMENSION}(?:,{_DIMENSION})*$",
     ),
-    since: IsoDateTime | None = Query(None, description="Start (inclusive), ISO 8601; naive means UTC."),
-    until: IsoDateTime | None = Query(None, description="End (exclusive), ISO 8601; naive means UTC."),
-    format: Literal["json", "csv"] = "json",
     team: str | None = None,
     project: str | None = None,
     policy: str | None = None,
     tier: str | None = None,
     deployment: str | None = None,
 ) -> Response:
-    filters = {
-        name: value
-        for name, value in (
-            ("team", team),
-            ("project", project),
-            ("policy", policy),
-            ("tier", tier),
-            ("deployment", deployment),
-        )
-        if value is not None
-    }
+    filters = _filters(team=team, project=project, policy=policy, tier=tier, deployment=deployment)
     try:
         report = await cost_report(
-            request.app.state.engine, group_by, since, until, _prices(request), filters
+            request.app.state.engine, group_by, window.since, window.until, _prices(request), filters
         )
     except ReportError as exc:
         raise _bad(exc) from None
-    if format == "json":
-        return Response(orjson.dumps(report.to_dict()), media_type="application/json")
-    out = io.StringIO()
-    rows = report.flat_rows()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": 'attachment; filename="tiergate-cost-report.csv"'},
-    )
+    return window.respond(report.to_dict(), report.flat_rows, "tiergate-cost-report.csv")
 
 
 @router.get("/key-spend", summary="Today's and this month's spend (UTC) of each budgeted key")
@@ -211,22 +219,6 @@ async def focus(
     )
 
 
-def _table(rows: list[dict], filename: str, format: str, payload: dict) -> Response:
-    if format == "json":
-        return Response(orjson.dumps(payload), media_type="application/json")
-    out = io.StringIO()
-    flat = [flat_row(row) for row in rows]
-    if flat:
-        writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(flat)
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
-    )
-
-
 @router.get(
     "/quality",
     summary="Quality retained (shadow grades) and feedback, with 95% intervals",
@@ -234,24 +226,22 @@ def _table(rows: list[dict], filename: str, format: str, payload: dict) -> Respo
 )
 async def quality(
     request: Request,
+    window: Annotated[Window, Depends()],
     group_by: str = Query(
         "tier", description="Comma-separated: team, project, policy, tier, deployment, task_cluster, day."
     ),
-    since: IsoDateTime | None = None,
-    until: IsoDateTime | None = None,
-    format: Literal["json", "csv"] = "json",
     team: str | None = None,
     tier: str | None = None,
     policy: str | None = None,
 ) -> Response:
     from gateway.learning.stats import quality_report
 
-    filters = {k: v for k, v in (("team", team), ("tier", tier), ("policy", policy)) if v is not None}
+    filters = _filters(team=team, tier=tier, policy=policy)
     try:
-        report = await quality_report(request.app.state.engine, group_by, since, until, filters)
+        report = await quality_report(request.app.state.engine, group_by, window.since, window.until, filters)
     except ReportError as exc:
         raise _bad(exc) from None
-    return _table(report["data"], "tiergate-quality.csv", format, report)
+    return window.respond(report, lambda: [flat_row(r) for r in report["data"]], "tiergate-quality.csv")
 
 
 @router.get(
@@ -261,23 +251,23 @@ async def quality(
 )
 async def at_quality(
     request: Request,
+    window: Annotated[Window, Depends()],
     group_by: str = Query(
         "team,tier", description="Comma-separated: team, project, policy, tier, deployment, day."
     ),
-    since: IsoDateTime | None = None,
-    until: IsoDateTime | None = None,
-    format: Literal["json", "csv"] = "json",
     team: str | None = None,
     policy: str | None = None,
 ) -> Response:
-    filters = {k: v for k, v in (("team", team), ("policy", policy)) if v is not None}
     try:
         report = await cost_at_quality(
-            request.app.state.engine, group_by, since, until, _prices(request), filters
-        )
+            request.app.state.engine, group_by, window.since, window.until, _prices(request),
+            _filters(team=team, policy=policy),
+        )  # fmt: skip
     except ReportError as exc:
         raise _bad(exc) from None
-    return _table(report["data"], "tiergate-cost-at-quality.csv", format, report)
+    return window.respond(
+        report, lambda: [flat_row(r) for r in report["data"]], "tiergate-cost-at-quality.csv"
+    )
 
 
 @router.get(
@@ -286,13 +276,9 @@ async def at_quality(
     responses={200: {"description": "JSON, or CSV with `format=csv`.", "content": _CSV}},
 )
 async def feedback(
-    request: Request,
-    since: IsoDateTime | None = None,
-    until: IsoDateTime | None = None,
-    team: str | None = None,
-    format: Literal["json", "csv"] = "json",
+    request: Request, window: Annotated[Window, Depends()], team: str | None = None
 ) -> Response:
     from gateway.learning.feedback import feedback_export
 
-    rows = await feedback_export(request.app.state.engine, since, until, team)
-    return _table(rows, "tiergate-feedback.csv", format, {"data": rows})
+    rows = await feedback_export(request.app.state.engine, window.since, window.until, team)
+    return window.respond({"data": rows}, lambda: [flat_row(r) for r in rows], "tiergate-feedback.csv")
