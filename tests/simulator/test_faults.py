@@ -190,12 +190,16 @@ def test_control_api(sim: SimulatorServer) -> None:
 
 
 def test_hang_mid_stream_then_carry_on(sim: SimulatorServer) -> None:
-    add_fault(sim, kind="hang", hang_s=0.3, after_tokens=2)
+    add_fault(sim, kind="hang", hang_s=0.6, after_tokens=2)
     client = openai_client(sim)
     arrivals = []
     for _ in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
         arrivals.append(time.monotonic())
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    assert max(gaps) >= 0.25  # one stall of hang_s, after the role chunk and two tokens
-    assert sum(gap >= 0.25 for gap in gaps) == 1
+    # One stall of hang_s after the role chunk and two tokens. A loaded machine can deliver the chunk
+    # before the stall late, shortening the measured gap (0.23 s of a 0.3 s hang was seen), so the bar
+    # is half the hang: far above the simulator's normal gaps (~0.03 s).
+    stall = gaps.index(max(gaps))
+    assert gaps[stall] >= 0.3 and stall == 2, gaps
+    assert sum(gap >= 0.3 for gap in gaps) == 1, gaps
     assert stats(sim)["streams_completed"] == 1
