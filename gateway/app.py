@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.pipeline.settle()  # cache stores of the last answers, before the cache closes
             await shadow.close()  # measurements still queued are dropped (their calls were never made)
             await ledger.close()  # drains pending rows to the database or the spool
             await limits.close()  # after the ledger: its last rows settle their reservations

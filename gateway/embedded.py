@@ -57,6 +57,10 @@ class GatewayServer:
     def flush_ledger(self) -> None:
         self.run(self.app.state.ledger.flush())
 
+    def settle(self) -> None:
+        """Wait for the work answered requests left in the background (their cache stores)."""
+        self.run(self.app.state.pipeline.settle())
+
     def start(self) -> GatewayServer:
         self._thread.start()
         deadline = time.monotonic() + 60

@@ -289,6 +289,11 @@ class Pipeline:
             except Exception:  # an observer's bug must not fail a request that was answered
                 log.exception("observer %r failed on request %s", observer, ex.request_id)
 
+    async def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait, at most `timeout_s`, for the background work started so far (cache stores)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout_s)
+
     def _saturation(self, router: Router) -> Callable[[str], bool]:
         """The policy's spill-over limits applied to the self-hosted replicas' live load."""
         spill = router.spec.spillover

@@ -25,7 +25,7 @@ def test_exact_hit_is_served_without_an_upstream_call_and_ledgered_as_saved(make
     client = openai.OpenAI(base_url=gw.openai_base_url, api_key=gw.create_key(), max_retries=0)
     first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
     assert first.headers["x-tiergate-cache"] == "miss"
-    time.sleep(0.2)  # the store happens off the request path
+    gw.settle()  # the store happens off the request path
     before = upstream_requests(simulator)
     second = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
     assert second.headers["x-tiergate-cache"] == "exact"
@@ -47,7 +47,7 @@ def test_hit_for_a_stream_is_replayed_as_sse(make_gateway):
     gw = make_gateway()
     client = openai.OpenAI(base_url=gw.openai_base_url, api_key=gw.create_key(), max_retries=0)
     answer = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION).choices[0].message.content
-    time.sleep(0.2)
+    gw.settle()
     with client.chat.completions.with_streaming_response.create(
         model="gpt-4o-mini", messages=QUESTION, stream=True, stream_options={"include_usage": True}
     ) as response:
@@ -66,7 +66,7 @@ def test_another_tenant_never_receives_the_answer(make_gateway, simulator):
     )
     team_b = openai.OpenAI(base_url=gw.openai_base_url, api_key=gw.create_key(team="b"), max_retries=0)
     team_a.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
-    time.sleep(0.2)
+    gw.settle()
     for client in (team_b, other_project):
         raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
         assert raw.headers["x-tiergate-cache"] == "miss"
@@ -87,7 +87,7 @@ def test_cache_control_and_bypass_headers(make_gateway, headers, outcome, stored
         model="gpt-4o-mini", messages=QUESTION, extra_headers=headers
     )
     assert raw.headers["x-tiergate-cache"] == outcome
-    time.sleep(0.2)
+    gw.settle()
     again = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
     assert again.headers["x-tiergate-cache"] == ("exact" if stored else "miss")
 
@@ -100,7 +100,7 @@ def test_errors_are_never_cached(make_gateway, simulator):
         client = openai.OpenAI(base_url=gw.openai_base_url, api_key=key, max_retries=0)
         with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
-        time.sleep(0.2)
+        gw.settle()
         raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
         assert raw.headers["x-tiergate-cache"] == "miss"
     finally:

@@ -7,8 +7,6 @@ near-identical questions do hit (checked first), so every miss across tenants is
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
@@ -63,7 +61,7 @@ def ask(gw, key, content=QUESTION, *, body=None, headers=None, path="/v1/chat/co
         timeout=60,
     )
     assert response.status_code == 200, response.text[:300]
-    time.sleep(0.2)  # the store happens off the request path
+    gw.settle()  # the store happens off the request path
     return response
 
 
