@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 from selfhost.catalogue import Deployment, cache_dir
 from selfhost.launcher import Launcher, RunningReplica
@@ -88,3 +90,32 @@ def serving(deployment: Deployment, vllm_python: Path, state_dir: Path) -> Itera
         yield replica
     finally:
         launcher.down()
+
+
+def onprem_first_gateway(make_gateway, simulator, deployment: Deployment, tmp_path: Path, **policy):
+    """A gateway with `deployment` registered from a catalogue file beside the simulated provider deployments,
+    and the policy `onprem-first` assigned to every team: scores below 0.999 go to the self-hosted tier, the
+    rest to gpt-4o-mini (economy), the baseline is gpt-4o. `policy` sets more fields of the policy document
+    (e.g. `spillover`, `fallbacks`)."""
+    from tests.conftest import sim_deployments
+
+    catalogue = tmp_path / "catalogue.yaml"
+    catalogue.write_text(yaml.safe_dump({"version": 1, "deployments": [deployment.model_dump(mode="json")]}))
+    gw = make_gateway(selfhost_catalogue=catalogue, deployments=sim_deployments(simulator))
+    admin = {"authorization": "Bearer admin-secret"}
+    document = {
+        "name": "onprem-first",
+        "baseline": "gpt-4o",
+        "bands": [
+            {"from": 0, "to": 0.999, "deployment": deployment.name},
+            {"from": 0.999, "to": 1, "deployment": "gpt-4o-mini"},
+        ],
+        **policy,
+    }
+    for method, path, body in (
+        ("POST", "/admin/policies", {"document": document}),
+        ("POST", "/admin/policies/onprem-first/activate", {"version": 1}),
+        ("PUT", "/admin/assignments", {"team": "*", "policy": "onprem-first"}),
+    ):
+        httpx.request(method, f"{gw.base_url}{path}", headers=admin, json=body).raise_for_status()
+    return gw
