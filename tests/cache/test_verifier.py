@@ -100,8 +100,10 @@ def test_shipped_verifier_reproduces_its_model_card_on_held_out_shared_data() ->
     scores = vt.verifier_scores(test, verifier)
     stats = vt.served_stats(scores, test.label, verifier.default_threshold)
     card = (Path(vt.__file__).parent / "VERIFIER.md").read_text()
-    documented = re.search(r"^\| held-out \| (\d+) \| (\d+) \|", card, re.M)
-    assert documented, "the model card has no held-out row"
+    # With the local MiniLM export the second stage runs; without it the first stage decides alone.
+    row = "held-out" if verifier.second_stage_active else "held-out, first stage alone (no MiniLM export)"
+    documented = re.search(rf"^\| {re.escape(row)} \| (\d+) \| (\d+) \|", card, re.M)
+    assert documented, f"the model card has no {row!r} row"
     # Exactly the card's counts on the machine that wrote it; another CPU's SIMD float rounding can move a
     # pair or two across a tree split (seen: 195 served / 18 wrong against the card's 193 / 18).
     served, wrong = int(documented[1]), int(documented[2])
