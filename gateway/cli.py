@@ -42,6 +42,8 @@ def serve(
 
     import uvicorn
 
+    from gateway.embedded import KEEP_ALIVE_S
+
     _configure_logging(log_level)
     if config is not None:
         os.environ["TIERGATE_CONFIG"] = str(config)
@@ -54,6 +56,7 @@ def serve(
         workers=workers,
         log_level=log_level.lower(),
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,  # outlast clients' idle expiry (see gateway.embedded)
     )
 
 

@@ -16,6 +16,14 @@ from gateway.settings import Settings
 
 T = TypeVar("T")
 
+#: How long the server keeps an idle client connection open. uvicorn's default, 5 s, equals the idle expiry
+#: of httpx (so of the OpenAI SDKs): a client reuses a connection it last read up to 5 s ago while the
+#: server, counting from when it wrote the response, closes it at 5 s. When the process is short of CPU the
+#: two clocks drift apart and the request lands on a closing socket (ECONNRESET, "Connection error").
+#: The server must outlast its clients and proxies (nginx and load balancers keep upstream connections
+#: idle for 60 s), as `upstream_keepalive_s` does the other way round.
+KEEP_ALIVE_S = 75
+
 
 class GatewayServer:
     """`with GatewayServer(settings) as gw:` serves the app; `gw.run(coro)` runs a coroutine on the
@@ -28,7 +36,13 @@ class GatewayServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
         self._server = uvicorn.Server(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._serve, daemon=True)
