@@ -206,9 +206,10 @@ class ResponseCache:
         threshold = result.scope.settings.semantic_threshold
         threshold = verifier.default_threshold if threshold is None else threshold
         vkeys = _vector_keys(namespace, result.partition)
-        scores = verifier.score_many(
-            [n.text for n in neighbours], result.text, [n.cosine for n in neighbours]
-        )
+        texts = [n.text for n in neighbours]
+        scores = verifier.first_stage_many(texts, result.text, [n.cosine for n in neighbours])
+        if verifier.asks_second_stage(scores, threshold):  # a would-be hit: the transformer checks it
+            scores = await asyncio.to_thread(verifier.second_stage, texts, result.text, scores, threshold)
         scored = sorted(zip(scores.tolist(), neighbours, strict=True), key=lambda item: -item[0])
         result.reason = "no-neighbour" if not neighbours else "below-threshold"
         for score, neighbour in scored:

@@ -538,18 +538,36 @@ class Verifier:
     def second_stage_active(self) -> bool:
         return self.encoder is not None
 
-    def score_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
+    def score_many(
+        self, cached: Sequence[str], new: str, cosines: Sequence[float], threshold: float | None = None
+    ) -> np.ndarray:
         """Scores of several cached candidates against one new text: the first stage for all, then
-        the second stage (when active) for those at ``second_stage_floor`` or more."""
+        the second stage (when active) for those at ``second_stage_floor`` or more. With a serving
+        ``threshold``, only candidates that would be served are asked (same decisions, fewer calls)."""
         scores = self.first_stage_many(cached, new, cosines)
+        return self.second_stage(cached, new, scores, threshold)
+
+    def asks_second_stage(self, scores: np.ndarray, threshold: float | None = None) -> bool:
+        """Whether ``second_stage`` would run the transformer for these first-stage scores."""
+        return self.encoder is not None and bool(np.any(scores >= self._second_stage_bar(threshold)))
+
+    def second_stage(
+        self, cached: Sequence[str], new: str, scores: np.ndarray, threshold: float | None = None
+    ) -> np.ndarray:
+        """``scores`` with the candidates the transformer rejects set to 0 (milliseconds per text:
+        async callers run it in a thread)."""
         encoder = self.encoder
         if encoder is None or self.second_stage_min_cosine is None:
             return scores
-        asked = np.flatnonzero(scores >= self.second_stage_floor)
+        asked = np.flatnonzero(scores >= self._second_stage_bar(threshold))
         if len(asked):
             transformer = encoder.cosines([cached[i] for i in asked], new)
+            scores = scores.copy()
             scores[asked[transformer < self.second_stage_min_cosine]] = 0.0
         return scores
+
+    def _second_stage_bar(self, threshold: float | None) -> float:
+        return self.second_stage_floor if threshold is None else max(self.second_stage_floor, threshold)
 
     def first_stage_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
         """The trees' scores alone, in one model evaluation."""
