@@ -107,7 +107,7 @@ class SelfHostedUpstream:
     ) -> T:
         """`call` on the replica the pool picks; on a replica that is gone, on the next one. The pool
         counts the request in flight on its replica until it is answered (a stream: until closed)."""
-        key, tried = prefix_key(body), set()
+        key, tried, resent = prefix_key(body), set(), set()
         while (replica := self.pool.pick(key, exclude=tried)) is not None:
             held = False
             try:
@@ -119,6 +119,18 @@ class SelfHostedUpstream:
             except UpstreamError as exc:
                 if exc.error_class not in REPLICA_GONE:
                     raise
+                if exc.error_class == "connection_reset" and replica.id not in resent:
+                    # Reset before an answer: either the replica died, or it closed the pooled keep-alive
+                    # connection just as we reused it (vLLM's uvicorn closes idle ones after 5 s, counted
+                    # from its write; under CPU starvation our 4 s, counted from our read, no longer
+                    # keeps clear of it). Once more on the same replica: a dead one then refuses the
+                    # connection and is marked down; a live one answers.
+                    resent.add(replica.id)
+                    log.info(
+                        "replica %s reset the connection (%s); sending once more", replica.id, exc.message
+                    )
+                    last = exc
+                    continue
                 tried.add(replica.id)
                 log.warning("replica %s failed (%s); trying another replica", replica.id, exc.message)
                 if exc.error_class == "connect_error":
@@ -127,7 +139,7 @@ class SelfHostedUpstream:
             finally:
                 if not held:
                     self.pool.release(replica.id)
-        if tried:
+        if tried or resent:
             raise last
         raise UpstreamError("no_healthy_replica", f"no healthy replica of {self.entry.name}", status=503)
 
