@@ -82,7 +82,9 @@ MONOTONIC = [
 ]  # fmt: skip
 # A content word counts as matched when the other text has a word at least this similar.
 MATCHED_SIMILARITY = 0.8
-PARSE_CACHE_SIZE = 8192
+# Texts whose analysis is remembered: ~25 KB each with their word vectors (50 MB at most); candidates
+# recur across lookups. 8,192 held ~200 MB and took five minutes of a 40 req/s soak to fill.
+PARSE_CACHE_SIZE = 2048
 # Candidates the trees score under this never reach the second stage (no policy serves them by default).
 SECOND_STAGE_FLOOR = 0.5
 SECOND_STAGE_MODEL = "minilm-l6-int8"
