@@ -22,7 +22,13 @@ from selfhost.catalogue import ONLINE_QUANTIZATION, Deployment, cache_dir, expan
 from selfhost.pool import Replica
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
-ALWAYS_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+ALWAYS_ENV = {
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    # vLLM's server closes idle connections after 5 s by default, racing the gateway's pooled ones
+    # (reused up to `upstream_keepalive_s` after their last read): the server must outlast its client.
+    "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "75",
+}
 
 
 @dataclass(frozen=True)
