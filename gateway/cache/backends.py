@@ -85,10 +85,6 @@ class CacheBackend(Protocol):
         text: str,
     ) -> None: ...  # fmt: skip
 
-    async def search(
-        self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float
-    ) -> list[Neighbour]: ...
-
     async def remove(self, key: str, keys: VectorKeys | None, member: str) -> int: ...
 
     async def delete_matching(self, pattern: str) -> int:
@@ -154,16 +150,6 @@ class RedisBackend:
         entry, raw = await self._lookup(keys=[key, keys.vset], args=[blob, count, _epsilon(min_cosine)])
         return entry, _neighbours(raw)
 
-    async def search(
-        self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float
-    ) -> list[Neighbour]:
-        # Sent without redis-py's reply parser, which mishandles WITHSCORES + WITHATTRIBS.
-        raw = await self.client.execute_command(
-            "VSIM", keys.vset, "FP32", np.asarray(vector, dtype=np.float32).tobytes(),
-            "WITHSCORES", "WITHATTRIBS", "COUNT", count, "EPSILON", _epsilon(min_cosine),
-        )  # fmt: skip
-        return _neighbours(raw)
-
     async def remove(self, key: str, keys: VectorKeys | None, member: str) -> int:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.delete(key)
@@ -197,8 +183,9 @@ def _epsilon(min_cosine: float) -> float:
 
 
 def _neighbours(raw: object) -> list[Neighbour]:
-    """Live members from a VSIM ... WITHSCORES WITHATTRIBS reply: a map (member -> [score, attributes])
-    under RESP3, a flat [member, score, attributes, ...] list under RESP2 and from scripts."""
+    """Live members from a VSIM ... WITHSCORES WITHATTRIBS reply (inside a script, so redis-py's reply
+    parser, which mishandles these options, never sees it): a map (member -> [score, attributes]) under
+    RESP3, a flat [member, score, attributes, ...] list under RESP2 and from scripts."""
     if isinstance(raw, dict):
         triples = [(member, *value) for member, value in raw.items()]
     else:
@@ -269,7 +256,7 @@ class MemoryBackend:
         entry = await self.get(key)
         if entry is not None or vector is None:
             return entry, []
-        return None, await self.search(keys, vector, count, min_cosine)
+        return None, self._search(keys, vector, count, min_cosine)
 
     async def put(
         self, key: str, payload: bytes, ttl: int, keys: VectorKeys, member: str, vector: np.ndarray | None,
@@ -287,9 +274,7 @@ class MemoryBackend:
         for m in stale:
             vset.remove(m)
 
-    async def search(
-        self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float
-    ) -> list[Neighbour]:
+    def _search(self, keys: VectorKeys, vector: np.ndarray, count: int, min_cosine: float) -> list[Neighbour]:
         vset = self._vsets.get(keys.vset)
         if vset is None or not vset.members:
             return []

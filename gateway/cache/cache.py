@@ -177,7 +177,7 @@ class ResponseCache:
         if semantic_reason is not None:
             result.reason = semantic_reason
             return result
-        await self._verify(result, namespace, neighbours)
+        await self._verify(result, namespace, vkeys, neighbours)
         return result
 
     async def _semantic_refusal(
@@ -199,13 +199,14 @@ class ResponseCache:
             return "empty-embedding"
         return None
 
-    async def _verify(self, result: CacheLookup, namespace: str, neighbours: list[Neighbour]) -> None:
+    async def _verify(
+        self, result: CacheLookup, namespace: str, vkeys: VectorKeys, neighbours: list[Neighbour]
+    ) -> None:
         """Serve the best neighbour the verifier accepts whose entry is still there."""
         assert result.scope is not None and result.text is not None
         verifier = self.verifier
         threshold = result.scope.settings.semantic_threshold
         threshold = verifier.default_threshold if threshold is None else threshold
-        vkeys = _vector_keys(namespace, result.partition)
         texts = [n.text for n in neighbours]
         scores = verifier.first_stage_many(texts, result.text, [n.cosine for n in neighbours])
         if verifier.asks_second_stage(scores, threshold):  # a would-be hit: the transformer checks it

@@ -540,14 +540,10 @@ class Verifier:
     def second_stage_active(self) -> bool:
         return self.encoder is not None
 
-    def score_many(
-        self, cached: Sequence[str], new: str, cosines: Sequence[float], threshold: float | None = None
-    ) -> np.ndarray:
+    def score_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
         """Scores of several cached candidates against one new text: the first stage for all, then
-        the second stage (when active) for those at ``second_stage_floor`` or more. With a serving
-        ``threshold``, only candidates that would be served are asked (same decisions, fewer calls)."""
-        scores = self.first_stage_many(cached, new, cosines)
-        return self.second_stage(cached, new, scores, threshold)
+        the second stage (when active) for those at ``second_stage_floor`` or more."""
+        return self.second_stage(cached, new, self.first_stage_many(cached, new, cosines))
 
     def asks_second_stage(self, scores: np.ndarray, threshold: float | None = None) -> bool:
         """Whether ``second_stage`` would run the transformer for these first-stage scores."""
@@ -557,7 +553,8 @@ class Verifier:
         self, cached: Sequence[str], new: str, scores: np.ndarray, threshold: float | None = None
     ) -> np.ndarray:
         """``scores`` with the candidates the transformer rejects set to 0 (milliseconds per text:
-        async callers run it in a thread)."""
+        async callers run it in a thread). With a serving ``threshold``, only candidates that would be
+        served are asked: the same decisions, fewer transformer calls."""
         encoder = self.encoder
         if encoder is None or self.second_stage_min_cosine is None:
             return scores
