@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cache import CacheScope, CacheSettings, ResponseCache
-from gateway.cache.backends import RedisBackend
+from gateway.cache.backends import MAX_LOOP_LAG_S, RedisBackend
 from gateway.cache.cache import CACHE_ERRORS
 from tests.cache.helpers import chat, completion
 from tests.support.redis8 import Redis8Server
@@ -89,5 +89,61 @@ async def test_slow_redis_is_a_miss_not_a_stall() -> None:
             lookup = await cache.lookup(CacheScope("t", "p"), chat("Who wrote Hamlet?"), {})
             assert time.perf_counter() - started < 0.3
             assert lookup.reason == "backend-unavailable"
+            await pause
+        await cache.close()
+
+
+async def test_a_busy_event_loop_is_not_a_slow_redis() -> None:
+    """Redis's reply waited in the socket while the loop was busy past the timeout: still an answer, and
+    the cache stays on (a wall-clock timeout fired here, and put the cache in cool-down under load)."""
+    with Redis8Server(extra_args=("--enable-debug-command", "local")) as server:
+        cache = ResponseCache(RedisBackend.from_url(server.url, timeout_s=0.05), timeout_s=0.05, cooldown_s=5)
+        scope = CacheScope("t", "p")
+        await cache.store(await cache.lookup(scope, chat("Who wrote Hamlet?"), {}), completion("Shakespeare"))
+        errors_before = CACHE_ERRORS.labels("lookup")._value.get()
+        async with aioredis.Redis.from_url(server.url) as admin:
+            # Redis answers the lookup 30 ms late; meanwhile the loop is busy for 150 ms (other requests'
+            # work), so when it looks again both the reply and the 50 ms timer are due.
+            pause = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "0.03"))
+            await asyncio.sleep(0.005)
+
+            async def hog_the_loop() -> None:
+                await asyncio.sleep(0.005)  # the lookup's command is sent
+                started = time.perf_counter()
+                while time.perf_counter() - started < 0.15:
+                    pass
+
+            lookup, _ = await asyncio.gather(
+                cache.lookup(scope, chat("Who wrote Hamlet?"), {}), hog_the_loop()
+            )
+            await pause
+        assert (lookup.outcome, lookup.reason) == ("exact", "")
+        assert CACHE_ERRORS.labels("lookup")._value.get() == errors_before
+        await cache.close()
+
+
+async def test_a_hung_redis_behind_a_busy_loop_still_times_out() -> None:
+    """Busy or not, the wait is bounded: `timeout_s` + MAX_LOOP_LAG_S of wall time at most."""
+    with Redis8Server(extra_args=("--enable-debug-command", "local")) as server:
+        cache = ResponseCache(RedisBackend.from_url(server.url, timeout_s=0.05), timeout_s=0.05, cooldown_s=5)
+        async with aioredis.Redis.from_url(server.url) as admin:
+            pause = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "3"))
+            await asyncio.sleep(0.05)
+
+            async def keep_the_loop_busy() -> None:
+                started = time.perf_counter()
+                while time.perf_counter() - started < 2.5:
+                    deadline = time.perf_counter() + 0.01
+                    while time.perf_counter() < deadline:
+                        pass
+                    await asyncio.sleep(0)
+
+            started = time.perf_counter()
+            busy = asyncio.create_task(keep_the_loop_busy())
+            lookup = await cache.lookup(CacheScope("t", "p"), chat("Who wrote Hamlet?"), {})
+            elapsed = time.perf_counter() - started
+            busy.cancel()
+            assert lookup.reason == "backend-unavailable"
+            assert elapsed < 0.05 + MAX_LOOP_LAG_S + 0.3, elapsed
             await pause
         await cache.close()
