@@ -47,6 +47,10 @@ def serve(
     _configure_logging(log_level)
     if config is not None:
         os.environ["TIERGATE_CONFIG"] = str(config)
+    # A request tokenises one short text (its embedding, the verifier's new words): handing that to the
+    # tokenizers library's thread pool costs more than tokenising it, and a worker pinned to one core
+    # waits for a context switch each time. One event loop per process: tokenise on its own thread.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings = load_settings()
     uvicorn.run(
         "gateway.app:app_from_env",

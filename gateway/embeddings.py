@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class Embedder:
         self.name: str = f"model2vec-minilm-l6-{self.dim}"
         self._vectors = vectors
         self._vocab: dict[str, int] = tokenizer.get_vocab()
-        self._words: dict[str, tuple[np.ndarray, int]] = {}
+        self._words: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()  # O(1) eviction of the oldest
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` into a float32 array of shape (len(texts), dim) with unit-norm rows.
@@ -89,7 +90,7 @@ class Embedder:
             for word, encoding in zip(rest, encodings, strict=True):
                 cache[word] = self._sum(encoding.ids)
             while len(cache) > WORD_CACHE_SIZE:
-                del cache[next(iter(cache))]
+                cache.popitem(last=False)
         items = [cache.get(w) for w in words]
         for i, item in enumerate(items):
             if item is None:  # forgotten in between (another thread filled the cache): tokenise again

@@ -19,7 +19,7 @@ import functools
 import itertools
 import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +82,9 @@ MONOTONIC = [
 ]  # fmt: skip
 # A content word counts as matched when the other text has a word at least this similar.
 MATCHED_SIMILARITY = 0.8
-# Texts whose analysis is remembered: ~25 KB each with their word vectors (50 MB at most); candidates
-# recur across lookups. 8,192 held ~200 MB and took five minutes of a 40 req/s soak to fill.
-PARSE_CACHE_SIZE = 2048
+# Texts whose analysis is remembered (candidates recur across lookups): ~7 KB each for a 100-character
+# question, so ~60 MB at most. Word vectors are not copied per text: they stay in the embedder's word cache.
+TEXT_CACHE_SIZE = 8192
 # Candidates the trees score under this never reach the second stage (no policy serves them by default).
 SECOND_STAGE_FLOOR = 0.5
 SECOND_STAGE_MODEL = "minilm-l6-int8"
@@ -114,7 +114,6 @@ class _Parsed:
     roles: frozenset[tuple[str, str, str]]  # (x, connector, y) for "x to y" and the like
 
 
-@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
 def _parse(text: str) -> _Parsed:
     words = [w.lower() for w in _WORD.findall(text)]
     numbers = {w for w in words if w[0].isdigit()} | {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
@@ -144,13 +143,14 @@ def _parse(text: str) -> _Parsed:
 
 @dataclass(frozen=True, slots=True)
 class _Text:
-    """A parsed text and, per content word (sorted): token-vector sum, unit vector and IDF weight."""
+    """A parsed text, its content words (sorted) with their IDF weights, and the IDF weights of its content
+    words and of all its words, summed (for the pairs' weighted overlaps)."""
 
     parsed: _Parsed
     content: tuple[str, ...]
-    sums: np.ndarray
-    units: np.ndarray
     idf: np.ndarray
+    content_weight: float
+    words_weight: float
 
 
 def _multiset_symdiff(a: str, b: str) -> int:
@@ -179,43 +179,48 @@ class Featuriser:
     """Computes the verifier's features; ``idf`` (word -> weight, learned from the training split) and
     ``idf_unseen`` (the weight of any other word) come with the artifact they were trained for.
 
-    Parsed texts and word vectors are remembered (bounded), so the cached side of a pair, which
-    recurs across lookups, is analysed once.
+    Analysed texts are remembered (bounded), so the cached side of a pair, which recurs across lookups,
+    is analysed once; word vectors come from the embedder's word cache.
     """
 
     def __init__(self, idf: dict[str, float], idf_unseen: float, embedder: Embedder | None = None) -> None:
         self.idf, self.idf_unseen = idf, idf_unseen
         self._embedder = embedder
-        self._texts: dict[str, _Text] = {}
+        self._texts: OrderedDict[str, _Text] = OrderedDict()  # O(1) eviction of the oldest
 
     @property
     def embedder(self) -> Embedder:
         return self._embedder or get_embedder()
 
     def analyse(self, texts: Sequence[str]) -> dict[str, _Text]:
-        """The analyses of ``texts``: remembered ones, and the others with one tokeniser call."""
-        found = {t: a for t in texts if (a := self._texts.get(t)) is not None}
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        if not missing:
-            return found
-        parsed = [_parse(t) for t in missing]
-        contents = [tuple(sorted(p.content)) for p in parsed]
-        sums, _ = self.embedder.word_sums([w for c in contents for w in c])
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        units = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
-        start = 0
-        for text, p, content in zip(missing, parsed, contents, strict=True):
-            end = start + len(content)
-            idf = np.array([self.idf.get(w, self.idf_unseen) for w in content], dtype=np.float64)
-            found[text] = _Text(p, content, sums[start:end], units[start:end], idf)
-            start = end
-            if len(self._texts) >= PARSE_CACHE_SIZE:
-                del self._texts[next(iter(self._texts))]
-            self._texts[text] = found[text]
+        """The analyses of ``texts``: remembered ones, and the others analysed now."""
+        found = {}
+        for text in texts:
+            if (analysis := self._texts.get(text)) is None:
+                p = _parse(text)
+                content = tuple(sorted(p.content))
+                idf = np.array([self.idf.get(w, self.idf_unseen) for w in content], dtype=np.float64)
+                analysis = _Text(p, content, idf, self.weight(p.content), self.weight(p.word_set))
+                if len(self._texts) >= TEXT_CACHE_SIZE:
+                    self._texts.popitem(last=False)
+                self._texts[text] = analysis
+            found[text] = analysis
         return found
+
+    def _word_vectors(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token-vector sums of ``words`` and the same as unit vectors (zero stays zero)."""
+        sums, _ = self.embedder.word_sums(words)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return sums, np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
 
     def weight(self, words: Iterable[str]) -> float:
         return sum(self.idf.get(w, self.idf_unseen) for w in words)
+
+    def _shared_weight(self, a: frozenset[str], b: frozenset[str]) -> float:
+        """``weight(a & b)``, iterating the smaller set (the union's and symmetric difference's weights
+        follow from it and each side's total: a pair costs its overlap, not all its words)."""
+        small, large = (a, b) if len(a) <= len(b) else (b, a)
+        return self.weight(w for w in small if w in large)
 
     def many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
         """Feature rows for each cached text against ``new``."""
@@ -235,10 +240,11 @@ class Featuriser:
             return [self._vector_features_one(ta, tb) for ta in cands]
         lengths = np.array([len(ta.content) for ta in cands])
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        units = np.concatenate([ta.units for ta in cands])
-        sums = np.concatenate([ta.sums for ta in cands])
+        sums, units = self._word_vectors([*(w for ta in cands for w in ta.content), *tb.content])
+        n = len(sums) - len(tb.content)
+        sums, units, sums_b, units_b = sums[:n], units[:n], sums[n:], units[n:]
         idf_a = np.concatenate([ta.idf for ta in cands])
-        sim = units @ tb.units.T  # (all candidate words, new words)
+        sim = units @ units_b.T  # (all candidate words, new words)
         best_a = sim.max(axis=1)
         best_b = np.maximum.reduceat(sim, starts, axis=0)  # (candidates, new words)
         align_a = np.add.reduceat(idf_a * best_a, starts) / np.add.reduceat(idf_a, starts)
@@ -253,7 +259,7 @@ class Featuriser:
         only_a = np.array([w not in new_words for ta in cands for w in ta.content])
         va = np.add.reduceat(sums * only_a[:, None], starts)
         only_b = np.array([[w not in ta.parsed.content for w in tb.content] for ta in cands])
-        vb = only_b.astype(np.float32) @ tb.sums
+        vb = only_b.astype(np.float32) @ sums_b
         na, nb = np.linalg.norm(va, axis=1), np.linalg.norm(vb, axis=1)
         any_a = np.add.reduceat(only_a, starts) > 0
         any_b = only_b.any(axis=1)
@@ -266,17 +272,18 @@ class Featuriser:
     def _vector_features_one(self, ta: _Text, tb: _Text) -> tuple[float, ...]:
         """``_vector_features`` for one candidate, word by word (also the reference in tests)."""
         pa, pb = ta.parsed, tb.parsed
+        (sums_a, units_a), (sums_b, units_b) = self._word_vectors(ta.content), self._word_vectors(tb.content)
         only_a, only_b = pa.content - pb.content, pb.content - pa.content
         if only_a and only_b:
-            va = ta.sums[[i for i, w in enumerate(ta.content) if w in only_a]].sum(axis=0)
-            vb = tb.sums[[i for i, w in enumerate(tb.content) if w in only_b]].sum(axis=0)
+            va = sums_a[[i for i, w in enumerate(ta.content) if w in only_a]].sum(axis=0)
+            vb = sums_b[[i for i, w in enumerate(tb.content) if w in only_b]].sum(axis=0)
             na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
             diff_cosine = float(va @ vb) / (na * nb) if na > 0 and nb > 0 else 0.0
         else:
             diff_cosine = 1.0 if not (only_a or only_b) else 0.0
         # Token alignment: each content word's best match among the other text's content words.
         if ta.content and tb.content:
-            sim = ta.units @ tb.units.T
+            sim = units_a @ units_b.T
             best_a, best_b = sim.max(axis=1), sim.max(axis=0)
             align_a = float(ta.idf @ best_a / ta.idf.sum())
             align_b = float(tb.idf @ best_b / tb.idf.sum())
@@ -295,8 +302,10 @@ class Featuriser:
         pa, pb = ta.parsed, tb.parsed
         only_a, only_b = pa.content - pb.content, pb.content - pa.content
         diff_cosine, align_a, align_b, worst, unmatched_max = vector
-        content_union = self.weight(pa.content | pb.content)
-        words_union = self.weight(pa.word_set | pb.word_set)
+        content_shared = self._shared_weight(pa.content, pb.content)
+        content_union = ta.content_weight + tb.content_weight - content_shared
+        words_shared = self._shared_weight(pa.word_set, pb.word_set)
+        words_union = ta.words_weight + tb.words_weight - words_shared
         return [
             cosine,
             diff_cosine,
@@ -323,9 +332,9 @@ class Featuriser:
             max(align_a, align_b),
             worst,
             unmatched_max,
-            self.weight(pa.content & pb.content) / content_union if content_union else 1.0,
-            self.weight(pa.content ^ pb.content),
-            self.weight(pa.word_set & pb.word_set) / words_union if words_union else 1.0,
+            content_shared / content_union if content_union > 0 else 1.0,
+            max(content_union - content_shared, 0.0),
+            words_shared / words_union if words_union > 0 else 1.0,
             _discordance(pa.order, pb.order),
             len(pa.pronouns ^ pb.pronouns),
             sum((y, c, x) in pb.roles for x, c, y in pa.roles),
