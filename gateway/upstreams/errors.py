@@ -42,7 +42,7 @@ class UpstreamError(Exception):
         ):
             # The upstream judged the request itself invalid (e.g. context too long): pass it on.
             return GatewayError(self.status, self.message, code="upstream_rejected_request")
-        if self.error_class == "timeout" or self.status in (408, 504):
+        if self.error_class in ("timeout", "connect_timeout") or self.status in (408, 504):
             return GatewayError(
                 504, f"Upstream {deployment!r} timed out.", type="api_error", code="upstream_timeout"
             )

@@ -39,6 +39,11 @@ def _error_message(body: bytes) -> str:
 
 
 def _connection_error(exc: BaseException) -> UpstreamError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # Before the request was sent. Not necessarily a slow server: aiohttp's connect deadline is checked
+        # by our event loop, and a loop starved of CPU for longer than the deadline (measured: 15-27 s
+        # stalls beside a CPU vLLM) sees it expire even when the kernel accepted the connection at once.
+        return UpstreamError("connect_timeout", f"upstream timed out: {exc}")
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamError("timeout", "upstream timed out")
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -5,7 +5,8 @@ Each request goes to a replica chosen by the `ReplicaPool` (health-checked from 
 Spill-over to the next tier is a routing decision (`saturated()` with the policy's limits); here a
 request only fails over when no replica is healthy at all. A replica that dies under a request (its
 connection refused or cut before an answer came back) costs that request nothing: it is retried on
-the next healthy replica, and a refused connection takes the replica out of the pool at once. The
+the next healthy replica, and a refused connection takes the replica out of the pool at once. A connect
+timeout is retried the same way, but takes no replica out (see `_on_a_replica`). The
 price is the on-prem cost model's: the hardware's $/hour over the tokens vLLM's own counters say
 were processed (`selfhost.cost`).
 """
@@ -35,9 +36,11 @@ from selfhost.probe import ReplicaLoad
 log = logging.getLogger(__name__)
 
 PREFIX_CHARS = 2048  # how much of the conversation's start decides prefix-cache affinity
-#: Failures that mean the replica is gone, not that it judged the request: safe to try another replica
-#: (nothing reached the client yet; a stream that already relayed bytes breaks off instead).
-REPLICA_GONE = frozenset({"connect_error", "connection_reset"})
+#: Failures before the replica answered (nothing reached the client yet; a stream that already relayed
+#: bytes breaks off instead): safe to send the request again, to this replica or another.
+NOT_ANSWERED = frozenset({"connect_error", "connect_timeout", "connection_reset"})
+#: Of those, the ones a live replica can cause: worth once more on the same replica before the next.
+SEND_ONCE_MORE = frozenset({"connect_timeout", "connection_reset"})
 
 T = TypeVar("T")
 
@@ -117,25 +120,28 @@ class SelfHostedUpstream:
                     held = True
                 return result
             except UpstreamError as exc:
-                if exc.error_class not in REPLICA_GONE:
+                if exc.error_class not in NOT_ANSWERED:
                     raise
-                if exc.error_class == "connection_reset" and replica.id not in resent:
-                    # Reset before an answer: either the replica died, or it closed the pooled keep-alive
-                    # connection just as we reused it (vLLM's uvicorn closes idle ones after 5 s, counted
-                    # from its write; under CPU starvation our 4 s, counted from our read, no longer
-                    # keeps clear of it). Once more on the same replica: a dead one then refuses the
-                    # connection and is marked down; a live one answers.
+                last = exc
+                if exc.error_class in SEND_ONCE_MORE and replica.id not in resent:
+                    # A reset before an answer: the replica died, or it closed the pooled keep-alive
+                    # connection just as we reused it (vLLM's uvicorn closes idle ones after its keep-alive,
+                    # counted from its write, our pool from our read: under CPU starvation they drift).
+                    # A connect timeout: the replica was slow to accept, or, far more often beside a CPU
+                    # vLLM, our event loop was starved past the deadline and never saw the connection the
+                    # kernel had accepted. Either way no answer came back: once more on the same replica
+                    # (a dead one then refuses the connection and is marked down; a live one answers),
+                    # then the next one. A timeout is never a reason to mark a replica down: its scrapes
+                    # decide that.
                     resent.add(replica.id)
                     log.info(
-                        "replica %s reset the connection (%s); sending once more", replica.id, exc.message
+                        "replica %s: %s (%s); sending once more", replica.id, exc.error_class, exc.message
                     )
-                    last = exc
                     continue
                 tried.add(replica.id)
                 log.warning("replica %s failed (%s); trying another replica", replica.id, exc.message)
-                if exc.error_class == "connect_error":
+                if exc.error_class == "connect_error":  # refused: the server is gone
                     self.pool.mark_down(replica.id, exc.message)
-                last = exc
             finally:
                 if not held:
                     self.pool.release(replica.id)
