@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ class ReplicaState:
     slow: bool = False  # the last scrape timed out (see `within`)
     in_flight: int = 0  # requests this process sent to the replica that have not finished yet
     capacity: int | None = None  # the replica's max-num-seqs, when the catalogue states it
+    max_age: float | None = None  # seconds after which the last scrape no longer tells the queue (`within`)
 
     def within(self, limits: LoadLimits) -> bool:
         load = self.load
@@ -67,6 +69,15 @@ class ReplicaState:
         if self.slow and limits != ANY_LOAD:
             # Its last scrape got no answer in time: its queue is unknown, and a replica too busy to answer
             # /metrics is the usual reason. Requests with nowhere else to go still get it; the rest spill.
+            return False
+        if (
+            limits != ANY_LOAD
+            and self.max_age is not None
+            and time.monotonic() - load.scraped_at > self.max_age
+        ):
+            # No scrape for longer than the refresh loop takes: its queue is unknown just the same. This
+            # process was starved of CPU (beside a CPU vLLM its event loop stalls for 15-27 s, measured),
+            # and a queue that built up meanwhile must not pass for the idle one scraped before.
             return False
         if limits.max_waiting is not None and load.waiting > limits.max_waiting:
             return False
@@ -108,7 +119,9 @@ class ReplicaPool:
         self.probe_timeout = probe_timeout
         self.fail_threshold = fail_threshold
         self.recover_threshold = recover_threshold
-        self._states = {r.id: ReplicaState(r, capacity=capacity) for r in replicas}
+        # A scrape is due every refresh_interval and takes up to probe_timeout; one missed is tolerated.
+        max_age = 2 * refresh_interval + probe_timeout
+        self._states = {r.id: ReplicaState(r, capacity=capacity, max_age=max_age) for r in replicas}
         self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         self._task: asyncio.Task | None = None

@@ -215,3 +215,23 @@ async def test_replica_that_stops_listening_is_taken_out_by_the_background_refre
         assert not pool.states()[0].in_service
         assert "ConnectError" in pool.states()[0].last_error
         assert {pool.pick().id for _ in range(4)} == {"r1"}
+
+
+async def test_a_scrape_older_than_the_refresh_loop_takes_says_nothing_of_the_queue(servers):
+    """A process starved of CPU (beside a CPU vLLM its event loop stalls for 15-27 s) scrapes nothing
+    meanwhile: the idle load scraped before the stall must not let a request through a queue built since.
+    Routing with limits spills until a fresh scrape; a request with nowhere else to go still gets it."""
+    from selfhost.pool import ANY_LOAD
+
+    pool = ReplicaPool(
+        replicas(servers[:1]), LoadLimits(max_waiting=0), refresh_interval=0.1, probe_timeout=0.2
+    )
+    await pool.refresh()
+    (state,) = pool.states()
+    assert state.within(LoadLimits(max_waiting=0))
+    time.sleep(0.5)  # noqa: ASYNC251 (the event loop stalls on purpose: no scrape for > 2 x 0.1 + 0.2 s)
+    assert not state.within(LoadLimits(max_waiting=0)) and state.within(ANY_LOAD)
+    assert pool.pick() is None
+    await pool.refresh()
+    assert pool.pick() == replicas(servers[:1])[0]
+    await pool.aclose()
