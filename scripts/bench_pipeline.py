@@ -18,6 +18,10 @@ the simulator and the load generator (`wrk`, C) share core 1:
   one worker, no database, routing the same model name to the same simulator.
 
 Added latency = target percentile - direct percentile, at the same concurrency.
+
+Each gateway cell also reports the cache's own counters over its measured run (`/metrics`): lookups by
+outcome and backend errors. A cell with cache errors ran partly without the cache (each error turns the
+cache off for its cool-down), so it measured a cheaper path than the one named; the table flags it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.bench_overhead import cpu_seconds, free_port, wait_http, wrk_run
@@ -96,11 +102,12 @@ def main() -> None:
                 "tiergate pipeline": (stack.gateway_url + chat, stack.key, "auto", stack.gateway),
                 "tiergate explicit": (stack.gateway_url + chat, stack.key, "cheap", stack.gateway),
             }
+            gateway_metrics = stack.gateway_url + "/metrics"
             if litellm:
                 proxy, url = start_litellm(litellm, workdir, stack.simulator_url)
                 procs.append(proxy)
                 targets["litellm proxy"] = (url + chat, "sk-litellm-bench", "bench", proxy)
-            results = [measure(targets, stream, c, args.duration, workdir)
+            results = [measure(targets, stream, c, args.duration, workdir, gateway_metrics)
                        for stream in (False, True) for c in args.concurrency]  # fmt: skip
             time.sleep(2)  # the ledger writer flushes every second
             with sqlite3.connect(stack.ledger) as db:
@@ -139,7 +146,21 @@ def start_litellm(binary: Path, workdir: Path, simulator_url: str) -> tuple[subp
     return proxy, f"http://127.0.0.1:{port}"
 
 
-def measure(targets: dict, stream: bool, concurrency: int, duration: int, workdir: Path) -> dict:
+def cache_counters(metrics_url: str) -> dict[str, float]:
+    """The gateway's cache lookups by outcome and backend errors, as `lookup:<outcome>` / `errors`."""
+    counters: dict[str, float] = {"errors": 0.0}
+    for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=30).text):
+        for sample in family.samples:
+            if sample.name == "tiergate_cache_lookups_total":
+                counters[f"lookup:{sample.labels['outcome']}"] = sample.value
+            elif sample.name == "tiergate_cache_errors_total":
+                counters["errors"] += sample.value
+    return counters
+
+
+def measure(
+    targets: dict, stream: bool, concurrency: int, duration: int, workdir: Path, gateway_metrics: str
+) -> dict:
     """Each target in turn at this concurrency: a 2 s warm-up, then `duration` seconds measured."""
     row: dict = {"stream": stream, "concurrency": concurrency}
     for name, (url, auth, model, proc) in targets.items():
@@ -151,10 +172,15 @@ def measure(targets: dict, stream: bool, concurrency: int, duration: int, workdi
             for i in range(2)
         ]
         wrk_run(url, scripts[0], concurrency, 2, workdir)
+        gateway = name.startswith("tiergate")
+        before = cache_counters(gateway_metrics) if gateway else {}
         cpu0, t0 = (cpu_seconds(proc.pid) if proc else 0.0), time.monotonic()
         measured = wrk_run(url, scripts[1], concurrency, duration, workdir)
         if proc:
             measured["cpu"] = round((cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0), 2)
+        if gateway:
+            after = cache_counters(gateway_metrics)
+            measured["cache"] = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k)}
         row[name] = measured
     print(json.dumps(row), flush=True)
     return row
@@ -174,9 +200,11 @@ def print_table(results: list[dict], names: list[str]) -> None:
             cells.append(
                 f"{m['p50']:.2f} / {m['p99']:.2f} (+{m['p50'] - d['p50']:.2f} / +{m['p99'] - d['p99']:.2f})"
             )
+            cache_errors = m.get("cache", {}).get("errors", 0)
             cells.append(
                 f"{m['rps']:.0f} ({m.get('cpu', 0) * 100:.0f}%)"
                 + (f", {m['errors']} errors" if m["errors"] else "")
+                + (f", {cache_errors:.0f} CACHE ERRORS (partly uncached)" if cache_errors else "")
             )
         print("| " + " | ".join(cells) + " |")
     if "litellm proxy" in names:
