@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth.keys import KeyInfo
 from gateway.db.models import LedgerEntry
+from gateway.deadline import MAX_LOOP_LAG_S, BackendDeadline
 from gateway.errors import GatewayError
 from gateway.ledger import pricing
 from gateway.observability import metrics
@@ -381,9 +382,11 @@ class RedisLimits(Limits):
         default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
         reservation_ttl_s: float = RESERVATION_TTL_S,
         retry_interval_s: float = 1.0,
+        timeout_s: float = 0.25,
     ) -> None:
         super().__init__(default_output_tokens)
         self.client = client
+        self.timeout_s = timeout_s
         self.reservation_ttl_s = reservation_ttl_s
         self.retry_interval_s = retry_interval_s
         self.local = MemoryLimits(default_output_tokens, reservation_ttl_s)
@@ -398,15 +401,17 @@ class RedisLimits(Limits):
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float = 0.25, **options: Any) -> RedisLimits:
-        """Commands fail within `timeout_s`: a hung Redis degrades limits instead of stalling requests."""
+        """Admissions and settlements fail within `timeout_s` of the event loop's waiting (busy time does
+        not count: `BackendDeadline`): a hung Redis degrades limits instead of stalling requests, a busy
+        loop does not. The socket timeout is a backstop for the other commands."""
         client = aioredis.Redis.from_url(
             url,
-            socket_timeout=timeout_s,
+            socket_timeout=timeout_s + MAX_LOOP_LAG_S,
             socket_connect_timeout=max(timeout_s, 0.25),
             health_check_interval=10,
             retry_on_timeout=False,
         )
-        return cls(client, **options)
+        return cls(client, timeout_s=timeout_s, **options)
 
     async def start(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -448,17 +453,18 @@ class RedisLimits(Limits):
         rid = uuid.uuid4().hex
         none = -1
         try:
-            verdict, day_spent, month_spent = await self._admit_script(
-                keys=[rpm_key, day_key, month_key, expiries, amounts],
-                args=[
-                    none if key.rpm_limit is None else key.rpm_limit,
-                    none if key.budget_daily_micros is None else key.budget_daily_micros,
-                    none if key.budget_monthly_micros is None else key.budget_monthly_micros,
-                    estimate_micros if _budgeted(key) else 0,
-                    rid,
-                    math.ceil(self.reservation_ttl_s),
-                ],
-            )
+            async with BackendDeadline(self.timeout_s):
+                verdict, day_spent, month_spent = await self._admit_script(
+                    keys=[rpm_key, day_key, month_key, expiries, amounts],
+                    args=[
+                        none if key.rpm_limit is None else key.rpm_limit,
+                        none if key.budget_daily_micros is None else key.budget_daily_micros,
+                        none if key.budget_monthly_micros is None else key.budget_monthly_micros,
+                        estimate_micros if _budgeted(key) else 0,
+                        rid,
+                        math.ceil(self.reservation_ttl_s),
+                    ],
+                )
         except _REDIS_ERRORS as exc:
             self._degrade(exc)
             return await self.local._admit(key, estimate_micros)
@@ -499,9 +505,11 @@ class RedisLimits(Limits):
 
     async def _run_settle(self, entry: _Unrecorded) -> list[int]:
         day_key, month_key, expiries, amounts = _keys(entry.key_id, entry.day, entry.month)
-        return await self._settle_script(
-            keys=[day_key, month_key, expiries, amounts], args=[entry.reservation or "", entry.cost_micros]
-        )
+        async with BackendDeadline(self.timeout_s):
+            return await self._settle_script(
+                keys=[day_key, month_key, expiries, amounts],
+                args=[entry.reservation or "", entry.cost_micros],
+            )
 
     def _record_later(self, entry: _Unrecorded) -> None:
         if entry.cost_micros > 0:

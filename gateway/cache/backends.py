@@ -29,11 +29,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.commands.vectorset.commands import QuantizationOptions
 
+from gateway.deadline import MAX_LOOP_LAG_S
+
 SWEEP_BATCH = 64
 ADMIN_SOCKET_TIMEOUT_S = 30.0
-# How much longer than its timeout a request-path call may take, in wall time, while the event loop was
-# too busy to have waited that long (``cache.BackendDeadline``).
-MAX_LOOP_LAG_S = 1.0
 
 # One round trip per lookup and per store: redis-py spends ~0.1 ms of client CPU per command, so the
 # exact GET + VSIM of a miss and the 9 commands of a store cost more as commands than as one script.
@@ -123,7 +122,7 @@ class RedisBackend:
     def from_url(cls, url: str, timeout_s: float = 0.05) -> RedisBackend:
         """A client whose every command fails fast: a slow Redis must not slow requests down. The socket
         timeout is only a backstop: ``ResponseCache`` enforces ``timeout_s`` without counting the time its
-        event loop was busy elsewhere (``cache.BackendDeadline``), which a socket timeout would count."""
+        event loop was busy elsewhere (``gateway.deadline.BackendDeadline``), which a socket timeout would count."""
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s + MAX_LOOP_LAG_S,

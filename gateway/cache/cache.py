@@ -26,16 +26,10 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from gateway.cache import keys
-from gateway.cache.backends import (
-    MAX_LOOP_LAG_S,
-    CacheBackend,
-    MemoryBackend,
-    Neighbour,
-    RedisBackend,
-    VectorKeys,
-)
+from gateway.cache.backends import CacheBackend, MemoryBackend, Neighbour, RedisBackend, VectorKeys
 from gateway.cache.policy import CacheScope, header_directives, is_storable, semantic_refusal
 from gateway.cache.verifier import Verifier, get_verifier
+from gateway.deadline import BackendDeadline
 from gateway.embeddings import Embedder, get_embedder
 
 log = logging.getLogger(__name__)
@@ -77,42 +71,6 @@ def _vector_keys(namespace: str, partition: str) -> VectorKeys:
 
 class BackendUnavailable(Exception):
     """The backend failed recently; it is skipped until the cool-down ends."""
-
-
-class BackendDeadline:
-    """``asyncio.timeout`` that counts the time the event loop spent waiting, not the time it spent busy.
-
-    A saturated loop gets to a Redis reply late: the reply sits in the socket while the loop serves other
-    requests, and a wall-clock timeout then fires although Redis answered in microseconds, turning the
-    cache off (for the cool-down) exactly when load is highest. So the deadline is ``timeout_s`` of wall
-    time minus the CPU time this thread (the loop) spent meanwhile, and at most ``timeout_s`` +
-    ``MAX_LOOP_LAG_S`` of wall time: a hung Redis behind an idle loop still fails after ``timeout_s``.
-    Written here because asyncio's timeouts only know wall time.
-    """
-
-    __slots__ = ("_check", "_cpu", "_loop", "_started", "_timeout", "_timeout_s")
-
-    def __init__(self, timeout_s: float) -> None:
-        self._timeout_s = timeout_s
-
-    async def __aenter__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._started, self._cpu = self._loop.time(), time.thread_time()
-        self._timeout = asyncio.timeout(None)
-        await self._timeout.__aenter__()
-        self._check = self._loop.call_at(self._started + self._timeout_s, self._expire_or_extend)
-
-    async def __aexit__(self, *exc: object) -> bool | None:
-        self._check.cancel()
-        return await self._timeout.__aexit__(*exc)  # type: ignore[arg-type]
-
-    def _expire_or_extend(self) -> None:
-        now = self._loop.time()
-        waited = (now - self._started) - (time.thread_time() - self._cpu)
-        if waited >= self._timeout_s or now - self._started >= self._timeout_s + MAX_LOOP_LAG_S:
-            self._timeout.reschedule(now)  # expires: the task is cancelled, the caller sees TimeoutError
-        else:
-            self._check = self._loop.call_later(self._timeout_s - waited, self._expire_or_extend)
 
 
 class ResponseCache:

@@ -9,8 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cache import CacheScope, CacheSettings, ResponseCache
-from gateway.cache.backends import MAX_LOOP_LAG_S, RedisBackend
+from gateway.cache.backends import RedisBackend
 from gateway.cache.cache import CACHE_ERRORS
+from gateway.deadline import MAX_LOOP_LAG_S
 from tests.cache.helpers import chat, completion
 from tests.support.redis8 import Redis8Server
 

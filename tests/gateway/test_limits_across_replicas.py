@@ -229,6 +229,32 @@ async def test_redis_outage_degrades_to_local_limits_and_replays_spend(redis_ser
         await admin.aclose()
 
 
+async def test_a_busy_event_loop_does_not_degrade_the_limits():
+    """Redis answered while the loop was busy past the timeout (other requests' work): the admission is
+    Redis's, the limits stay shared. A wall-clock timeout made them fall back to this replica's memory."""
+    with Redis8Server(extra_args=("--enable-debug-command", "local")) as server:
+        limits = RedisLimits.from_url(server.url, timeout_s=0.05)
+        admin = aioredis.Redis.from_url(server.url)
+        key = make_key(daily=1000)
+        try:
+            await admin.set(SEEDED_MARKER, "test")
+            pause = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "0.03"))  # replies 30 ms late
+            await asyncio.sleep(0.005)
+
+            async def hog_the_loop() -> None:
+                await asyncio.sleep(0.005)  # the admission's script is sent
+                started = time.perf_counter()
+                while time.perf_counter() - started < 0.15:
+                    pass
+
+            admission, _ = await asyncio.gather(limits._admit(key, 100), hog_the_loop())
+            await pause
+            assert admission.shared and not limits.degraded
+        finally:
+            await limits.close()
+            await admin.aclose()
+
+
 # --- two gateway processes ------------------------------------------------------------------------
 
 BUDGET_USD = "0.005"
