@@ -42,8 +42,6 @@ def serve(
 
     import uvicorn
 
-    from gateway.embedded import KEEP_ALIVE_S
-
     _configure_logging(log_level)
     if config is not None:
         os.environ["TIERGATE_CONFIG"] = str(config)
@@ -60,7 +58,7 @@ def serve(
         workers=workers,
         log_level=log_level.lower(),
         access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_S,  # outlast clients' idle expiry (see gateway.embedded)
+        timeout_keep_alive=settings.client_keepalive_s,
     )
 
 

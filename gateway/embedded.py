@@ -16,14 +16,6 @@ from gateway.settings import Settings
 
 T = TypeVar("T")
 
-#: How long the server keeps an idle client connection open. uvicorn's default, 5 s, equals the idle expiry
-#: of httpx (so of the OpenAI SDKs): a client reuses a connection it last read up to 5 s ago while the
-#: server, counting from when it wrote the response, closes it at 5 s. When the process is short of CPU the
-#: two clocks drift apart and the request lands on a closing socket (ECONNRESET, "Connection error").
-#: The server must outlast its clients and proxies (nginx and load balancers keep upstream connections
-#: idle for 60 s), as `upstream_keepalive_s` does the other way round.
-KEEP_ALIVE_S = 75
-
 
 class GatewayServer:
     """`with GatewayServer(settings) as gw:` serves the app; `gw.run(coro)` runs a coroutine on the
@@ -41,7 +33,7 @@ class GatewayServer:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=5,
-            timeout_keep_alive=KEEP_ALIVE_S,
+            timeout_keep_alive=settings.client_keepalive_s,
         )
         self._server = uvicorn.Server(config)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         "own keep-alive (uvicorn and many proxies close idle connections after 5 s) so a pooled connection "
         "is never reused just as the server closes it.",
     )
+    client_keepalive_s: float = Field(
+        default=75.0,
+        gt=0,
+        description="How long the gateway keeps an idle client connection open. It must outlast its clients "
+        "and proxies: httpx (so the OpenAI SDKs) reuses a connection up to 5 s after its last read, nginx and "
+        "load balancers keep upstream connections idle for 60 s. uvicorn's default, 5 s, raced with httpx: "
+        "counting from its write, it closed connections a CPU-starved client was just reusing (ECONNRESET).",
+    )
     retry_backoff_s: float = Field(default=0.25, ge=0, description="Base of exponential retry backoff.")
     retry_backoff_max_s: float = Field(default=8.0, ge=0)
     log_prompts: bool = False

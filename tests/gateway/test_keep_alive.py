@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from gateway.embedded import KEEP_ALIVE_S
+from gateway.settings import Settings
 
 REQUEST = b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
@@ -25,7 +25,7 @@ def _response(sock: socket.socket) -> bytes:
 
 def test_an_idle_connection_outlives_the_client_keep_alive_expiry(make_gateway):
     client_expiry = httpx.Limits().keepalive_expiry
-    assert client_expiry < KEEP_ALIVE_S
+    assert client_expiry < Settings().client_keepalive_s
     gw = make_gateway()
     with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
         sock.sendall(REQUEST)

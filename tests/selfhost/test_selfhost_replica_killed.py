@@ -11,7 +11,7 @@ This test was flaky on loaded 2-core machines: a short request now and then got 
 (ECONNRESET on the read) from the gateway itself. The gateway (uvicorn) closed idle keep-alive connections
 5 s after writing a response, and the client (the OpenAI SDK, httpx) reuses a pooled connection up to 5 s
 after reading one: with the process short of CPU the two clocks drift apart and a request was sent on a
-connection the server was closing. The gateway now keeps idle connections for 75 s (`KEEP_ALIVE_S`), and
+connection the server was closing. The gateway now keeps idle connections for 75 s (`client_keepalive_s`), and
 the client here uses the SDK's default pool, keep-alive included, like real clients.
 
 It also failed with a request that fell back to the economy tier after the kill. Beside two CPU vLLMs this
@@ -112,7 +112,7 @@ def test_killed_replica_under_load(gateway, deployment, replicas):
         max_retries=0,
         # The SDK's own connection pool, keep-alive included, as real clients use it. Reused connections
         # are what once made this test fail: the gateway closed idle connections after 5 s, the very
-        # expiry the SDK reuses them within (see gateway.embedded.KEEP_ALIVE_S).
+        # expiry the SDK reuses them within (see Settings.client_keepalive_s).
         timeout=httpx.Timeout(180, connect=60),
     )
     answers: list[dict] = []  # one per request: request id, route, reason, status, tokens, when
