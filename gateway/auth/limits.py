@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth.keys import KeyInfo
 from gateway.db.models import LedgerEntry
-from gateway.deadline import MAX_LOOP_LAG_S, BackendDeadline
+from gateway.deadline import BackendDeadline, redis_client
 from gateway.errors import GatewayError
 from gateway.ledger import pricing
 from gateway.observability import metrics
@@ -404,14 +404,7 @@ class RedisLimits(Limits):
         """Admissions and settlements fail within `timeout_s` of the event loop's waiting (busy time does
         not count: `BackendDeadline`): a hung Redis degrades limits instead of stalling requests, a busy
         loop does not. The socket timeout is a backstop for the other commands."""
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s + MAX_LOOP_LAG_S,
-            socket_connect_timeout=max(timeout_s, 0.25),
-            health_check_interval=10,
-            retry_on_timeout=False,
-        )
-        return cls(client, timeout_s=timeout_s, **options)
+        return cls(redis_client(url, timeout_s), timeout_s=timeout_s, **options)
 
     async def start(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -29,7 +29,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.commands.vectorset.commands import QuantizationOptions
 
-from gateway.deadline import MAX_LOOP_LAG_S
+from gateway.deadline import redis_client
 
 SWEEP_BATCH = 64
 ADMIN_SOCKET_TIMEOUT_S = 30.0
@@ -120,17 +120,9 @@ class RedisBackend:
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float = 0.05) -> RedisBackend:
-        """A client whose every command fails fast: a slow Redis must not slow requests down. The socket
-        timeout is only a backstop: ``ResponseCache`` enforces ``timeout_s`` without counting the time its
-        event loop was busy elsewhere (``gateway.deadline.BackendDeadline``), which a socket timeout would count."""
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s + MAX_LOOP_LAG_S,
-            socket_connect_timeout=max(timeout_s, 0.2),
-            health_check_interval=10,
-            retry_on_timeout=False,
-        )
-        return cls(client)
+        """A client whose every command fails fast: a slow Redis must not slow requests down
+        (``ResponseCache`` keeps ``timeout_s`` with ``gateway.deadline.BackendDeadline``)."""
+        return cls(redis_client(url, timeout_s))
 
     async def get(self, key: str) -> bytes | None:
         return await self.client.get(key)

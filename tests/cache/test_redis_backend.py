@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from gateway.cache import CacheScope, CacheSettings, ResponseCache
 from gateway.cache.backends import RedisBackend
 from gateway.cache.cache import CACHE_ERRORS
-from gateway.deadline import MAX_LOOP_LAG_S
+from gateway.deadline import MAX_CONNECTIONS, MAX_LOOP_LAG_S
 from tests.cache.helpers import chat, completion
 from tests.support.redis8 import Redis8Server
 
@@ -148,3 +148,17 @@ async def test_a_hung_redis_behind_a_busy_loop_still_times_out() -> None:
             assert elapsed < 0.05 + MAX_LOOP_LAG_S + 0.3, elapsed
             await pause
         await cache.close()
+
+
+async def test_more_concurrent_lookups_than_connections_wait_for_one(redis8: Redis8Server) -> None:
+    """Past the pool's size a lookup waits for a free connection: redis-py's default pool raised
+    MaxConnectionsError past 100, and the cache went into its cool-down under load."""
+    cache = ResponseCache(RedisBackend.from_url(redis8.url, timeout_s=1.0), timeout_s=1.0, cooldown_s=5)
+    scope = CacheScope("t", "p")
+    errors_before = CACHE_ERRORS.labels("lookup")._value.get()
+    lookups = await asyncio.gather(
+        *(cache.lookup(scope, chat(f"Question number {i}?"), {}) for i in range(2 * MAX_CONNECTIONS))
+    )
+    assert "backend-unavailable" not in {lookup.reason for lookup in lookups}
+    assert CACHE_ERRORS.labels("lookup")._value.get() == errors_before
+    await cache.close()
