@@ -13,7 +13,8 @@ the simulator and the load generator (`wrk`, C) share core 1:
   store; every prompt is distinct (random words), so nothing is answered from the cache — the ledger's
   cache outcomes are printed to prove it;
 - **tiergate explicit**: the same gateway and key with `model="cheap"` (a deployment name: no classifier
-  or policy, exact cache only, ledger on), what a drop-in proxy does;
+  or routing decision; the caller's policy still sets the cache, so the same exact and semantic lookups and
+  store; ledger on);
 - **litellm proxy**: `litellm --config` (its own venv, `litellm[proxy]` at the version the gateway pins),
   one worker, no database, routing the same model name to the same simulator.
 
