@@ -52,14 +52,17 @@ def train_verifier(
     root = (data_dir or vt.data_dir()) / "cache"
     pairs = vt.load_pairs([root / name for name in vt.DATA_FILES])
     result = vt.train(pairs)
-    handwritten = vt.load_pairs([vt.handwritten_pairs()])
-    scores = vt.verifier_scores(handwritten, Verifier(ARTIFACT))
-    result.test["hand-written (tests/cache/data)"] = vt.served_stats(
-        scores, handwritten.label, result.threshold
-    )
-    result.curves["hand-written (tests/cache/data)"] = vt.curve(
-        scores, handwritten.label, [row["threshold"] for row in result.curves["held-out"]]
-    )
+    shipped = Verifier(ARTIFACT)
+    for name, path in (
+        ("hand-written (tests/cache/data)", vt.handwritten_pairs()),
+        ("blind (tests/cache/data)", vt.blind_pairs()),
+    ):
+        labelled = vt.load_pairs([path])
+        scores = vt.verifier_scores(labelled, shipped)
+        result.test[name] = vt.served_stats(scores, labelled.label, result.threshold)
+        result.curves[name] = vt.curve(
+            scores, labelled.label, [row["threshold"] for row in result.curves["held-out"]]
+        )
     card.write_text(render_card(result, dt.date.today().isoformat()))
     typer.echo(json.dumps({"threshold": result.threshold, "test": result.test}, indent=2))
 

@@ -39,6 +39,13 @@ def render_card(result: TrainResult, date: str) -> str:
             'duplicates ("What song is playing in this video?" / "What is the song playing in this video?"). '
             "Raise `semantic_threshold` in the policy to trade recall for precision along the curves below."
         )
+    if blind := result.test.get("blind (tests/cache/data)"):
+        verdict += (
+            f"\n\n**On the blind set of LLM-API requests it serves {blind['wrong_rate']:.2%} wrong hits at "
+            f"{blind['recall']:.1%} recall**: half its pairs are hard near-misses (a swapped direction, a changed "
+            "operator or scope, another person), which bags of words and QQP-trained trees do not tell apart. "
+            "Semantic hits are off unless a policy turns them on; leave them off where such near-misses are common."
+        )
     calib_first = result.calibration_real_first_stage or {"served": 0, "wrong_rate": 0.0, "recall": 0.0}
     calib = result.calibration_real or {"served": 0, "wrong_rate": 0.0, "recall": 0.0}
     one = result.calibration_real_1pct
@@ -112,6 +119,10 @@ verifier scores three candidates in well under a millisecond (`python -m gateway
   (68 same-request rewordings, 70 near-miss different requests: numbers, negations, entities,
   direction, added constraints). Not from `../shared/data`, but written by the same person who
   designed the features: read it as a sanity check, not as an independent benchmark.
+- Blind set: `tests/cache/data/blind_pairs.jsonl`, 409 pairs of requests to an LLM API (coding, support,
+  math, writing, data, devops, ...; 204 rewordings, 205 hard near-misses) written by a session that
+  never saw the verifier, its features, its data or the hand-written set (`BLIND_PAIRS.md`). The
+  independent held-out benchmark: never used for training, tuning or the threshold.
 
 ## Operating point: threshold {result.threshold:.4f}
 Chosen as the lowest threshold whose served hits on the calibration split (real + augmented pairs)

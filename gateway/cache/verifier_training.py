@@ -392,3 +392,9 @@ def verifier_scores(pairs: Pairs, verifier: Verifier, embedder: Embedder | None 
 def handwritten_pairs() -> Path:
     """The hand-written adversarial pairs kept beside the cache tests (not derived from shared data)."""
     return Path(__file__).resolve().parents[2] / "tests" / "cache" / "data" / "handwritten_pairs.jsonl"
+
+
+def blind_pairs() -> Path:
+    """Pairs written by someone who never saw the verifier, its features or its data (see BLIND_PAIRS.md):
+    the independent held-out set. Never train, tune or pick a threshold on it."""
+    return Path(__file__).resolve().parents[2] / "tests" / "cache" / "data" / "blind_pairs.jsonl"

@@ -116,6 +116,22 @@ def test_shipped_verifier_reproduces_its_model_card_on_held_out_shared_data() ->
     assert np.all((scores >= 0) & (scores <= 1))
 
 
+@pytest.mark.slow
+def test_the_model_card_reports_the_blind_set_truthfully() -> None:
+    """The blind pairs (written without sight of the verifier) are the independent held-out benchmark: the
+    card must say what the shipped verifier does on them, good or bad."""
+    verifier = Verifier()
+    if not verifier.second_stage_active:
+        pytest.skip("the card's blind row is with the MiniLM second stage: run `make minilm`")
+    blind = vt.load_pairs([vt.blind_pairs()])
+    stats = vt.served_stats(vt.verifier_scores(blind, verifier), blind.label, verifier.default_threshold)
+    card = (Path(vt.__file__).parent / "VERIFIER.md").read_text()
+    documented = re.search(r"^\| blind \(tests/cache/data\) \| (\d+) \| (\d+) \|", card, re.M)
+    assert documented, "the model card has no blind row"
+    assert abs(stats["served"] - int(documented[1])) <= 2, (stats, documented[0])
+    assert abs(stats["wrong"] - int(documented[2])) <= 1, (stats, documented[0])
+
+
 def test_numpy_forest_matches_scikit_learn() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
