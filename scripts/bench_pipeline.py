@@ -1,7 +1,7 @@
 """Full-pipeline overhead and throughput per core, side by side with the direct upstream and the LiteLLM
 proxy, all against the same simulated upstream.
 
-    python scripts/bench_pipeline.py [--duration 10] [--concurrency 1 16 64] [--no-litellm]
+    python scripts/bench_pipeline.py [--duration 10] [--concurrency 1 16 64] [--no-litellm] [--exact-only]
 
 Three targets, measured one after the other in one run, each server pinned to core 0 (one worker) while
 the simulator and the load generator (`wrk`, C) share core 1:
@@ -85,6 +85,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--no-litellm", action="store_true", help="Skip the LiteLLM proxy comparison.")
+    parser.add_argument(
+        "--exact-only",
+        action="store_true",
+        help="The policy's cache without its semantic layer (exact matches only): no embedding, VSIM or verifier.",
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -96,7 +101,8 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     bands = [{"from": 0, "to": 0.5, "deployment": "cheap"}, {"from": 0.5, "to": 1, "deployment": "strong"}]
     try:
-        with routed_gateway(workdir, redis.url, ["--min-tokens", "16", "--max-tokens", "16"], bands) as stack:
+        simulator = ["--min-tokens", "16", "--max-tokens", "16"]
+        with routed_gateway(workdir, redis.url, simulator, bands, semantic=not args.exact_only) as stack:
             chat = "/v1/chat/completions"
             targets = {
                 "direct": (stack.simulator_url + chat, "sk-bench", "gpt-4o-mini", None),

@@ -47,7 +47,7 @@ class Stack:
 
 @contextmanager
 def routed_gateway(
-    workdir: Path, redis_url: str, simulator_args: list[str], bands: list[dict]
+    workdir: Path, redis_url: str, simulator_args: list[str], bands: list[dict], semantic: bool = True
 ) -> Iterator[Stack]:
     """The simulator on core 1 and `gateway serve` on core 0 with two deployments on it, `cheap` (economy,
     gpt-4o-mini) and `strong` (frontier, gpt-4o), and the policy `bench` (`bands`, exact and semantic
@@ -94,7 +94,7 @@ def routed_gateway(
             "baseline": "strong",
             "bands": bands,
             "fallbacks": {"cheap": ["strong"]},
-            "cache": {"enabled": True, "semantic": True},
+            "cache": {"enabled": True, "semantic": semantic},
         }
         admin.post("/policies", json={"document": document}).raise_for_status()
         admin.post("/policies/bench/activate", json={"version": 1}).raise_for_status()
