@@ -13,7 +13,7 @@ from gateway.cache.backends import RedisBackend
 from gateway.cache.cache import CACHE_ERRORS
 from gateway.deadline import MAX_CONNECTIONS, MAX_LOOP_LAG_S
 from tests.cache.helpers import chat, completion
-from tests.support.redis8 import Redis8Server
+from tests.support.redis8 import Redis8Server, answered_while_the_loop_is_busy
 
 pytestmark = pytest.mark.redis8
 
@@ -102,22 +102,9 @@ async def test_a_busy_event_loop_is_not_a_slow_redis() -> None:
         scope = CacheScope("t", "p")
         await cache.store(await cache.lookup(scope, chat("Who wrote Hamlet?"), {}), completion("Shakespeare"))
         errors_before = CACHE_ERRORS.labels("lookup")._value.get()
-        async with aioredis.Redis.from_url(server.url) as admin:
-            # Redis answers the lookup 30 ms late; meanwhile the loop is busy for 150 ms (other requests'
-            # work), so when it looks again both the reply and the 50 ms timer are due.
-            pause = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "0.03"))
-            await asyncio.sleep(0.005)
-
-            async def hog_the_loop() -> None:
-                await asyncio.sleep(0.005)  # the lookup's command is sent
-                started = time.perf_counter()
-                while time.perf_counter() - started < 0.15:
-                    pass
-
-            lookup, _ = await asyncio.gather(
-                cache.lookup(scope, chat("Who wrote Hamlet?"), {}), hog_the_loop()
-            )
-            await pause
+        lookup = await answered_while_the_loop_is_busy(
+            server.url, cache.lookup(scope, chat("Who wrote Hamlet?"), {})
+        )
         assert (lookup.outcome, lookup.reason) == ("exact", "")
         assert CACHE_ERRORS.labels("lookup")._value.get() == errors_before
         await cache.close()

@@ -34,7 +34,7 @@ from gateway.observability import metrics
 from gateway.settings import Deployment
 from gateway.upstreams.registry import Target
 from tests.gateway.test_policy_hot_reload import free_port, start_replica
-from tests.support.redis8 import Redis8Server
+from tests.support.redis8 import Redis8Server, answered_while_the_loop_is_busy
 
 
 @pytest.fixture(scope="module")
@@ -238,17 +238,7 @@ async def test_a_busy_event_loop_does_not_degrade_the_limits():
         key = make_key(daily=1000)
         try:
             await admin.set(SEEDED_MARKER, "test")
-            pause = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "0.03"))  # replies 30 ms late
-            await asyncio.sleep(0.005)
-
-            async def hog_the_loop() -> None:
-                await asyncio.sleep(0.005)  # the admission's script is sent
-                started = time.perf_counter()
-                while time.perf_counter() - started < 0.15:
-                    pass
-
-            admission, _ = await asyncio.gather(limits._admit(key, 100), hog_the_loop())
-            await pause
+            admission = await answered_while_the_loop_is_busy(server.url, limits._admit(key, 100))
             assert admission.shared and not limits.degraded
         finally:
             await limits.close()

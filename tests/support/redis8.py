@@ -10,6 +10,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
@@ -18,7 +19,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def redis8_binary() -> Path | None:
@@ -101,3 +106,24 @@ class Redis8Server:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def answered_while_the_loop_is_busy(server_url: str, call: Awaitable[T]) -> T:
+    """Await ``call`` (a request to the Redis 8 at ``server_url``, started with ``--enable-debug-command
+    local``) while Redis answers it 30 ms late and the event loop is busy for 150 ms meanwhile (other
+    requests' work): when the loop looks again, the reply and a 50 ms timer are both due."""
+    import redis.asyncio as aioredis
+
+    async with aioredis.Redis.from_url(server_url) as admin:
+        pause = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "0.03"))
+        await asyncio.sleep(0.005)
+
+        async def hog_the_loop() -> None:
+            await asyncio.sleep(0.005)  # `call` has sent its command
+            started = time.perf_counter()
+            while time.perf_counter() - started < 0.15:
+                pass
+
+        result, _ = await asyncio.gather(call, hog_the_loop())
+        await pause
+    return result
