@@ -4,6 +4,7 @@ with it, and a loaded machine turns the race into ECONNRESET for the client."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -15,12 +16,23 @@ REQUEST = b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
 
 def _response(sock: socket.socket) -> bytes:
+    """One whole response: its head, and exactly its content-length of body read off the socket (a body
+    left unread, when it came in a later packet than the head, would be taken for the next response)."""
     data = b""
     while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "the gateway closed the connection"
-        data += chunk
-    return data
+        data += _received(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"^content-length: (\d+)", head, re.I | re.M)[1])
+    while len(body) < length:
+        body += _received(sock)
+    assert len(body) == length, "more bytes than one response"
+    return head
+
+
+def _received(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    assert chunk, "the gateway closed the connection"
+    return chunk
 
 
 def test_an_idle_connection_outlives_the_client_keep_alive_expiry(make_gateway):
