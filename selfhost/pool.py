@@ -62,23 +62,25 @@ class ReplicaState:
     capacity: int | None = None  # the replica's max-num-seqs, when the catalogue states it
     max_age: float | None = None  # seconds after which the last scrape no longer tells the queue (`within`)
 
+    @property
+    def queue_unknown(self) -> bool:
+        """Whether the last scrape no longer tells the replica's queue: it got no answer in time (`slow`: a
+        replica too busy to answer /metrics is the usual reason), or it is older than the refresh loop takes
+        (this process was starved of CPU: beside a CPU vLLM its event loop stalls for 15-27 s, measured, and
+        a queue that built up meanwhile must not pass for the idle one scraped before)."""
+        stale = (
+            self.max_age is not None
+            and self.load is not None
+            and time.monotonic() - self.load.scraped_at > self.max_age
+        )
+        return self.slow or stale
+
     def within(self, limits: LoadLimits) -> bool:
         load = self.load
         if not self.in_service or load is None:
             return False
-        if self.slow and limits != ANY_LOAD:
-            # Its last scrape got no answer in time: its queue is unknown, and a replica too busy to answer
-            # /metrics is the usual reason. Requests with nowhere else to go still get it; the rest spill.
-            return False
-        if (
-            limits != ANY_LOAD
-            and self.max_age is not None
-            and time.monotonic() - load.scraped_at > self.max_age
-        ):
-            # No scrape for longer than the refresh loop takes: its queue is unknown just the same. This
-            # process was starved of CPU (beside a CPU vLLM its event loop stalls for 15-27 s, measured),
-            # and a queue that built up meanwhile must not pass for the idle one scraped before.
-            return False
+        if limits != ANY_LOAD and self.queue_unknown:
+            return False  # requests with nowhere else to go still get it; the rest spill
         if limits.max_waiting is not None and load.waiting > limits.max_waiting:
             return False
         # The scrape is up to a refresh interval old; what this process has in flight is not. Without
