@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GroupShuffleSplit
 
+from gateway.cache.forest import Forest
 from gateway.cache.verifier import (
     _STOP,
     ARTIFACT,
@@ -28,7 +29,6 @@ from gateway.cache.verifier import (
     ROLE,
     SECOND_STAGE_FLOOR,
     Featuriser,
-    Forest,
     Verifier,
     get_verifier,
     learn_idf,

@@ -135,7 +135,7 @@ def test_the_model_card_reports_the_blind_set_truthfully() -> None:
 def test_numpy_forest_matches_scikit_learn() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from gateway.cache.verifier import Forest
+    from gateway.cache.forest import Forest
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3000, 5))
