@@ -16,6 +16,10 @@ class Forest:
     test is false (x > threshold, go right) rules out the leaves of its left subtree, so each tree's
     exit leaf is the leftmost leaf that no false node ruled out (the lowest set bit of the AND of
     the masks of its false nodes, leaves numbered left to right).
+
+    ``upper_bound`` bounds the probability of rows whose some features are not known yet, from the
+    trees' monotonicity (checked on the trees themselves, not assumed): the verifier scores the cheap
+    features first and computes the costly ones only for candidates whose bound could reach a threshold.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
@@ -41,11 +45,14 @@ class Forest:
         """Per split node: feature, threshold and the mask of leaves still reachable when its test
         is false; per tree: the values of its leaves, left to right."""
         feature, threshold, leaf_values, node_masks, node_tree = [], [], [], [], []
+        # feature -> the directions (+1 rising, -1 falling) in which every split on it is monotone
+        monotone: dict[int, set[int]] = {}
         n_trees, _ = self.feature.shape
         width = 0
         for t in range(n_trees):
             leaves: list[int] = []  # node ids, left to right
-            spans: dict[int, tuple[int, int]] = {}  # split node -> leaf range of its left subtree
+            # split node -> leaf ranges of its subtrees: left [lo, hi), right [hi, end)
+            spans: dict[int, tuple[int, int, int]] = {}
 
             def visit(node: int, t: int = t, leaves: list[int] = leaves, spans: dict = spans) -> None:
                 if self.is_leaf[t, node]:
@@ -53,13 +60,21 @@ class Forest:
                     return
                 start = len(leaves)
                 visit(int(self.left[t, node]))
-                spans[node] = (start, len(leaves))
+                middle = len(leaves)
                 visit(int(self.right[t, node]))
+                spans[node] = (start, middle, len(leaves))
 
             visit(0)
             width = max(width, len(leaves))
             leaf_values.append([float(self.value[t, n]) for n in leaves])
-            for node, (lo, hi) in spans.items():
+            for node, (lo, hi, end) in spans.items():
+                # A tree rises in a feature if, at every split on it, no leaf on the left (lower values)
+                # exceeds a leaf on the right: raising the feature can only move a row rightwards there.
+                left, right = leaf_values[-1][lo:hi], leaf_values[-1][hi:end]
+                holds = {1} if max(left) <= min(right) else set()
+                holds |= {-1} if min(left) >= max(right) else set()
+                split_feature = int(self.feature[t, node])
+                monotone[split_feature] = monotone.get(split_feature, {1, -1}) & holds
                 feature.append(int(self.feature[t, node]))
                 threshold.append(float(self.threshold[t, node]))
                 node_masks.append(((1 << 64) - 1) ^ (((1 << hi) - 1) ^ ((1 << lo) - 1)))
@@ -82,6 +97,7 @@ class Forest:
         self._qs_table = table.ravel()
         self._qs_row = np.arange(len(self._qs_trees), dtype=np.int64) * 64
         self._all_ones = np.uint64((1 << 64) - 1)
+        self._monotone = monotone
 
     @classmethod
     def from_sklearn(cls, model: object) -> Forest:
@@ -122,6 +138,19 @@ class Forest:
         leaf = np.frexp(lowest.astype(np.float64))[1] - 1  # its index (exact for powers of two)
         raw = self.baseline + self._qs_constant + self._qs_table[self._qs_row + leaf].sum(axis=1)
         return 1.0 / (1.0 + np.exp(-raw))
+
+    def upper_bound(self, x: np.ndarray, unknown: list[int]) -> np.ndarray:
+        """An upper bound of ``predict_proba`` for each row of ``x`` whatever the values of the
+        ``unknown`` columns (their values in ``x`` are ignored): each is set to the end of its range
+        that the trees' monotonicity makes most favourable. Raises ValueError for a feature in which
+        the trees are not monotone (no such bound is sound)."""
+        x = np.array(x, dtype=np.float64)
+        for column in unknown:
+            directions = self._monotone.get(column, {1, -1})  # a feature no tree splits on: any value
+            if not directions:
+                raise ValueError(f"the trees are not monotone in feature {column}: it cannot be bounded")
+            x[:, column] = np.inf if 1 in directions else -np.inf
+        return self.predict_proba(x)
 
     def predict_proba_walk(self, x: np.ndarray) -> np.ndarray:
         """``predict_proba`` by walking every tree level by level (the reference for the bitmasks)."""
