@@ -2,6 +2,7 @@
 proxy, all against the same simulated upstream.
 
     python scripts/bench_pipeline.py [--duration 10] [--concurrency 1 16 64] [--no-litellm] [--exact-only]
+                                     [--prompts near-miss|questions]
 
 Three targets, measured one after the other in one run, each server pinned to core 0 (one worker) while
 the simulator and the load generator (`wrk`, C) share core 1:
@@ -10,8 +11,13 @@ the simulator and the load generator (`wrk`, C) share core 1:
 - **tiergate pipeline**: `model="auto"` through a routing policy, so every request pays authentication,
   limits, the exact-cache GET, an embedding plus a Redis 8 VSIM semantic lookup that misses, the
   complexity classifier, the policy decision, the upstream call, the ledger row (SQLite) and the cache
-  store; every prompt is distinct (random words), so nothing is answered from the cache — the ledger's
-  cache outcomes are printed to prove it;
+  store; every prompt is distinct, so nothing is answered from the cache — the ledger's cache outcomes
+  are printed to prove it. Two kinds of prompts (`--prompts`):
+  - `near-miss` (default, the worst case for a miss): 12 random words from a 40-word vocabulary, so every
+    prompt has close neighbours in the cache and every lookup pays the verifier on them;
+  - `questions`: real user questions (the ~64,000 distinct Quora questions in `../shared/data/cache/`), each
+    asked once by the gateway cells, in a fixed shuffled order: misses as real traffic has them (a paraphrase
+    that the verifier serves is counted as a hit in the cell's cache counters);
 - **tiergate explicit**: the same gateway and key with `model="cheap"` (a deployment name: no classifier
   or routing decision; the caller's policy still sets the cache, so the same exact and semantic lookups and
   store; ledger on);
@@ -30,12 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -69,6 +77,61 @@ request = function()
 end
 """
 
+QUESTIONS_LUA = """
+local prompts = {{}}
+for line in io.lines("{path}") do prompts[#prompts + 1] = line end
+local counter = {start}
+request = function()
+  counter = counter + 1
+  local body = '{{"model":"{model}","messages":[{{"role":"user","content":' .. prompts[counter % #prompts + 1]
+    .. '}}],"max_tokens":16,"stream":{stream}}}'
+  return wrk.format("POST", nil, {{["Content-Type"]="application/json",["Authorization"]="Bearer {key}"}}, body)
+end
+"""
+
+
+class NearMisses:
+    """Random-word prompts, a new seed per run."""
+
+    def script(self, model: str, key: str, stream: bool) -> str:
+        seed = time.time_ns() % 2**31
+        return DISTINCT_PROMPTS_LUA.format(seed=seed, model=model, key=key, stream=str(stream).lower())
+
+    def used(self, requests: int) -> None:
+        pass
+
+
+class Questions:
+    """Real questions from ``../shared/data/cache/``, shuffled once; each gateway run starts where the last
+    one stopped (``used``), so the gateway is never asked a question twice."""
+
+    def __init__(self, workdir: Path) -> None:
+        from gateway.cache.verifier_training import DATA_FILES, data_dir
+
+        texts: set[str] = set()
+        for name in DATA_FILES:
+            for line in (data_dir() / "cache" / name).read_text().splitlines():
+                pair = json.loads(line)
+                texts.update(t.strip() for t in (pair["a"], pair["b"]) if t.strip())
+        ordered = sorted(texts)
+        random.Random(20261122).shuffle(ordered)
+        self.count, self.cursor = len(ordered), 0
+        self.path = workdir / "questions.txt"
+        self.path.write_text("".join(json.dumps(t) + "\n" for t in ordered))  # one JSON string per line
+
+    def script(self, model: str, key: str, stream: bool) -> str:
+        return QUESTIONS_LUA.format(
+            path=self.path, start=self.cursor, model=model, key=key, stream=str(stream).lower()
+        )
+
+    def used(self, requests: int) -> None:
+        self.cursor += requests
+        if self.cursor >= self.count:
+            print(
+                f"warning: {self.cursor} questions asked, {self.count} distinct: some were asked again",
+                flush=True,
+            )
+
 
 def ensure_litellm() -> Path:
     binary = LITELLM_VENV / "bin" / "litellm"
@@ -90,6 +153,11 @@ def main() -> None:
         action="store_true",
         help="The policy's cache without its semantic layer (exact matches only): no embedding, VSIM or verifier.",
     )
+    parser.add_argument(
+        "--prompts", choices=["near-miss", "questions"], default="near-miss",
+        help="near-miss: random words, every lookup verifies close neighbours (the default, the worst case); "
+        "questions: real questions from ../shared/data/cache, each asked once.",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -97,6 +165,7 @@ def main() -> None:
     litellm = None if args.no_litellm else ensure_litellm()
 
     workdir = Path(tempfile.mkdtemp(prefix="tiergate-bench-pipeline-"))
+    prompts = Questions(workdir) if args.prompts == "questions" else NearMisses()
     redis = Redis8Server().start()
     procs: list[subprocess.Popen] = []
     bands = [{"from": 0, "to": 0.5, "deployment": "cheap"}, {"from": 0.5, "to": 1, "deployment": "strong"}]
@@ -114,7 +183,7 @@ def main() -> None:
                 proxy, url = start_litellm(litellm, workdir, stack.simulator_url)
                 procs.append(proxy)
                 targets["litellm proxy"] = (url + chat, "sk-litellm-bench", "bench", proxy)
-            results = [measure(targets, stream, c, args.duration, workdir, gateway_metrics)
+            results = [measure(targets, stream, c, args.duration, workdir, gateway_metrics, prompts)
                        for stream in (False, True) for c in args.concurrency]  # fmt: skip
             time.sleep(2)  # the ledger writer flushes every second
             with sqlite3.connect(stack.ledger) as db:
@@ -165,24 +234,41 @@ def cache_counters(metrics_url: str) -> dict[str, float]:
     return counters
 
 
+@dataclass
+class Asking:
+    """wrk runs at one target; with ``advances``, the prompts used are not asked again."""
+
+    url: str
+    key: str
+    model: str
+    stream: bool
+    concurrency: int
+    workdir: Path
+    prompts: NearMisses | Questions
+    advances: bool
+
+    def run(self, seconds: int) -> dict:
+        script = self.prompts.script(self.model, self.key, self.stream)
+        result = wrk_run(self.url, script, self.concurrency, seconds, self.workdir)
+        if self.advances:  # the requests answered, and a margin for those cut off at the end
+            self.prompts.used(int(result["rps"] * seconds * 1.05) + self.concurrency)
+        return result
+
+
 def measure(
-    targets: dict, stream: bool, concurrency: int, duration: int, workdir: Path, gateway_metrics: str
-) -> dict:
+    targets: dict, stream: bool, concurrency: int, duration: int, workdir: Path, gateway_metrics: str,
+    prompts: NearMisses | Questions,
+) -> dict:  # fmt: skip
     """Each target in turn at this concurrency: a 2 s warm-up, then `duration` seconds measured."""
     row: dict = {"stream": stream, "concurrency": concurrency}
     for name, (url, auth, model, proc) in targets.items():
-        # A new seed per run: the measured run does not ask the warm-up's questions again.
-        scripts = [
-            DISTINCT_PROMPTS_LUA.format(
-                seed=time.time_ns() % 2**31 + i, model=model, key=auth, stream=str(stream).lower()
-            )
-            for i in range(2)
-        ]
-        wrk_run(url, scripts[0], concurrency, 2, workdir)
         gateway = name.startswith("tiergate")
+        # New prompts each run: the measured run does not ask the warm-up's (nor the gateway any earlier run's).
+        ask = Asking(url, auth, model, stream, concurrency, workdir, prompts, advances=gateway)
+        ask.run(2)
         before = cache_counters(gateway_metrics) if gateway else {}
         cpu0, t0 = (cpu_seconds(proc.pid) if proc else 0.0), time.monotonic()
-        measured = wrk_run(url, scripts[1], concurrency, duration, workdir)
+        measured = ask.run(duration)
         if proc:
             measured["cpu"] = round((cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0), 2)
         if gateway:
@@ -208,10 +294,12 @@ def print_table(results: list[dict], names: list[str]) -> None:
                 f"{m['p50']:.2f} / {m['p99']:.2f} (+{m['p50'] - d['p50']:.2f} / +{m['p99'] - d['p99']:.2f})"
             )
             cache_errors = m.get("cache", {}).get("errors", 0)
+            hits = sum(m.get("cache", {}).get(f"lookup:{outcome}", 0) for outcome in ("exact", "semantic"))
             cells.append(
                 f"{m['rps']:.0f} ({m.get('cpu', 0) * 100:.0f}%)"
                 + (f", {m['errors']} errors" if m["errors"] else "")
                 + (f", {cache_errors:.0f} CACHE ERRORS (partly uncached)" if cache_errors else "")
+                + (f", {hits:.0f} cache hits" if hits else "")
             )
         print("| " + " | ".join(cells) + " |")
     if "litellm proxy" in names:
