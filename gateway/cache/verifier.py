@@ -50,6 +50,40 @@ _QUESTION_WORDS = ["what", "how", "why", "when", "where", "who", "whom", "whose"
 # "X to Y", "X into Y", "X over Y", ...: the same words around such a connector, swapped, ask something
 # else ("convert Celsius to Fahrenheit" / "Fahrenheit to Celsius", "tofu over bean curd").
 ROLE = re.compile(r"\b([A-Za-z][\w+#-]*) (to|into|over|from|instead of) (?:(a|an|the) )?([A-Za-z][\w+#-]*)\b")
+# A binary operator between two operands ("2x + 5", "a < b", "3*4"; not the hyphen of "6-year-old").
+_OPERAND = r"(?:\b\d+(?:\.\d+)?[a-zA-Z]?\b|\b[a-zA-Z]\b|[)\]])"
+OPERATOR = re.compile(_OPERAND + r"\s*(==|!=|<=|>=|[-+*/^<>=×÷])\s*(?=[(\[]|\d|\b[a-zA-Z]\b)")
+# Connectors whose two sides are not interchangeable: a word moved across one, while another moves the
+# other way, asks something else ("JSON to a dict" / "a dict to JSON", "Rust faster than Go").
+_DIRECTED = ("to", "into", "onto", "from", "over", "than", "before", "after", "instead", "toward", "towards")
+# Words whose opposites ask the opposite: one text with one side, the other with the other.
+_OPPOSITE_PAIRS = [
+    ("more", "less"), ("greater", "less"), ("increase", "decrease"), ("increasing", "decreasing"),
+    ("add", "subtract"), ("plus", "minus"), ("multiply", "divide"), ("above", "below"), ("higher", "lower"),
+    ("larger", "smaller"), ("bigger", "smaller"), ("faster", "slower"), ("longer", "shorter"),
+    ("maximum", "minimum"), ("max", "min"), ("ascending", "descending"), ("cheaper", "expensive"),
+    ("easier", "harder"), ("better", "worse"), ("best", "worst"), ("most", "least"), ("before", "after"),
+    ("first", "last"), ("buy", "sell"), ("start", "stop"), ("enable", "disable"), ("install", "uninstall"),
+    ("encrypt", "decrypt"), ("encode", "decode"), ("import", "export"), ("upload", "download"),
+    ("push", "pull"), ("open", "close"), ("lose", "gain"), ("advantages", "disadvantages"), ("pros", "cons"),
+    ("true", "false"), ("always", "never"), ("upper", "lower"), ("inner", "outer"), ("left", "right"),
+    ("old", "new"), ("hot", "cold"), ("positive", "negative"), ("fastest", "slowest"), ("largest", "smallest"),
+    ("highest", "lowest"), ("cheapest", "expensive"), ("easiest", "hardest"), ("male", "female"),
+    ("rich", "poor"),
+]  # fmt: skip
+_OPPOSITES: dict[str, frozenset[str]] = {
+    w: frozenset(b for a, b in [*_OPPOSITE_PAIRS, *((y, x) for x, y in _OPPOSITE_PAIRS)] if a == w)
+    for w in {w for pair in _OPPOSITE_PAIRS for w in pair}
+}
+# People and audiences ("for an adult" / "for my 6-year-old", "my son" / "my boss").
+_PEOPLE = {
+    "child", "children", "kid", "kids", "adult", "adults", "beginner", "beginners", "expert", "experts",
+    "boss", "wife", "husband", "son", "daughter", "mother", "father", "mom", "dad", "friend", "girlfriend",
+    "boyfriend", "student", "students", "teacher", "baby", "teenager", "toddler", "manager", "employee",
+    "customer", "doctor", "patient", "parent", "parents", "grandmother", "dog", "cat", "man", "woman", "men",
+    "women", "boy", "girl", "brother", "sister", "senior",
+}  # fmt: skip
+_AGE = re.compile(r"\b(\d{1,3})[- ]years?[- ]old\b", re.I)
 _PRONOUNS = {"i", "me", "my", "mine", "myself", "you", "your", "yours", "yourself", "we", "us", "our",
              "he", "him", "his", "she", "her", "they", "them", "their", "someone", "somebody", "anyone"}  # fmt: skip
 _CONTRAST = {"best", "worst", "most", "least", "more", "less", "better", "worse", "before", "after",
@@ -113,6 +147,8 @@ class _Parsed:
     order: dict[str, int]  # content word -> position, for words that occur once
     pronouns: frozenset[str]
     roles: frozenset[tuple[str, str, str]]  # (x, connector, y) for "x to y" and the like
+    operators: tuple[str, ...]  # binary operators between operands, sorted ("2x + 5 = 17": "+", "=")
+    people: frozenset[str]  # people and audiences named, ages as "age:6"
 
 
 def _parse(text: str) -> _Parsed:
@@ -139,7 +175,47 @@ def _parse(text: str) -> _Parsed:
             for m in ROLE.findall(text)
             if m[0].lower() not in _STOP and m[3].lower() not in _STOP and m[0].lower() != m[3].lower()
         ),
+        operators=tuple(sorted(OPERATOR.findall(text))),
+        people=frozenset(w for w in words if w in _PEOPLE) | {f"age:{m}" for m in _AGE.findall(text)},
     )
+
+
+def _crossed(a: list[str], b: list[str]) -> bool:
+    """Whether, around a directional connector both texts hold once, one shared content word moved from
+    before it to after it while another moved the other way ("JSON to a dict" / "a dict to JSON")."""
+    ca, cb = Counter(a), Counter(b)
+    for connector in _DIRECTED:
+        if ca[connector] != 1 or cb[connector] != 1:
+            continue
+        ia, ib = a.index(connector), b.index(connector)
+        shared = [w for w, n in ca.items() if n == 1 and cb[w] == 1 and w not in _STOP and w not in _DIRECTED]
+        before_a = {w for w in shared if a.index(w) < ia}
+        before_b = {w for w in shared if b.index(w) < ib}
+        if before_a - before_b and before_b - before_a:
+            return True
+    return False
+
+
+def _opposed(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether one text holds a word and the other (only) its opposite ("increase" / "decrease")."""
+    only_b = b - a
+    return any(w not in b and _OPPOSITES[w] & only_b for w in a if w in _OPPOSITES)
+
+
+# Vetoes: changes that make a different request whatever the trees say. Each takes both parsed texts.
+VETOES = {
+    "direction_swapped": lambda a, b: _crossed(a.words, b.words),
+    "operator_changed": lambda a, b: bool(a.operators) and bool(b.operators) and a.operators != b.operators,
+    "opposite_words": lambda a, b: _opposed(a.word_set, b.word_set),
+    "numbers_changed": lambda a, b: bool(a.numbers) and bool(b.numbers) and a.numbers != b.numbers,
+    "person_changed": lambda a, b: bool(a.people - b.people) and bool(b.people - a.people),
+}
+
+
+def vetoed(a: str, b: str, names: Iterable[str] = VETOES) -> list[str]:
+    """The vetoes (of ``names``) that ``a`` and ``b`` trip."""
+    pa, pb = _parse(a), _parse(b)
+    return [name for name in names if VETOES[name](pa, pb)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +309,14 @@ class Featuriser:
         if not rows:
             return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
         return np.array(rows, dtype=np.float32)
+
+    def vetoed_many(self, cached: Sequence[str], new: str, names: Sequence[str]) -> np.ndarray:
+        """For each cached text, whether it and ``new`` trip any of the vetoes ``names``."""
+        if not names:
+            return np.zeros(len(cached), dtype=bool)
+        texts = self.analyse([new, *cached])
+        pb = texts[new].parsed
+        return np.array([any(VETOES[n](texts[a].parsed, pb) for n in names) for a in cached], dtype=bool)
 
     def _vector_features(self, cands: Sequence[_Text], tb: _Text) -> list[tuple[float, ...]]:
         """(diff_cosine, align_a, align_b, worst, unmatched_max) for every candidate against ``tb``,
@@ -365,6 +449,7 @@ def save_artifact(
     min_cosine: float,
     featuriser: Featuriser,
     second_stage_min_cosine: float | None = None,
+    vetoes: Sequence[str] = (),
 ) -> None:
     words = sorted(featuriser.idf)
     second = {} if second_stage_min_cosine is None else {
@@ -375,7 +460,8 @@ def save_artifact(
     np.savez_compressed(path, **forest.arrays(), features=np.array(FEATURE_NAMES),
                         operating_threshold=np.array(threshold), min_cosine=np.array(min_cosine),
                         idf_words=np.array(words), idf_values=np.array([featuriser.idf[w] for w in words]),
-                        idf_unseen=np.array(featuriser.idf_unseen), **second)  # fmt: skip
+                        idf_unseen=np.array(featuriser.idf_unseen), vetoes=np.array(list(vetoes), dtype=str),
+                        **second)  # fmt: skip
 
 
 _AUTO = object()
@@ -404,6 +490,11 @@ class Verifier:
                 float(bundle["second_stage_min_cosine"]) if second else None
             )
             self.second_stage_floor = float(bundle["second_stage_floor"]) if second else SECOND_STAGE_FLOOR
+            self.vetoes: list[str] = bundle["vetoes"].tolist() if "vetoes" in bundle.files else []
+        if unknown := set(self.vetoes) - set(VETOES):
+            raise ValueError(
+                f"{path} names unknown vetoes {sorted(unknown)}; retrain with `cache train-verifier`"
+            )
         self._encoder = encoder
 
     @property
@@ -450,18 +541,17 @@ class Verifier:
         return self.second_stage_floor if threshold is None else max(self.second_stage_floor, threshold)
 
     def first_stage_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
-        """The trees' scores alone, in one model evaluation."""
+        """The trees' scores alone, in one model evaluation; candidates that trip one of the artifact's
+        vetoes (``VETOES``: a swapped direction, a changed operator, ...) score 0."""
         eligible = [i for i, c in enumerate(cosines) if c >= self.min_cosine]
-        if len(eligible) == len(cached):
-            return (
-                self.forest.predict_proba(self.featuriser.many(cached, new, cosines))
-                if cached
-                else np.zeros(0)
-            )
         scores = np.zeros(len(cached))
-        if eligible:
-            x = self.featuriser.many([cached[i] for i in eligible], new, [cosines[i] for i in eligible])
-            scores[eligible] = self.forest.predict_proba(x)
+        if not eligible:
+            return scores
+        texts = cached if len(eligible) == len(cached) else [cached[i] for i in eligible]
+        x = self.featuriser.many(texts, new, [cosines[i] for i in eligible])
+        scores[eligible] = np.where(
+            self.featuriser.vetoed_many(texts, new, self.vetoes), 0.0, self.forest.predict_proba(x)
+        )
         return scores
 
     def score(self, cached: str, new: str, cosine: float) -> float:

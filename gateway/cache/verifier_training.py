@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GroupShuffleSplit
 
+from gateway.cache import perturb
 from gateway.cache.forest import Forest
 from gateway.cache.verifier import (
     _STOP,
@@ -28,6 +29,7 @@ from gateway.cache.verifier import (
     MONOTONIC,
     ROLE,
     SECOND_STAGE_FLOOR,
+    VETOES,
     Featuriser,
     Verifier,
     get_verifier,
@@ -38,6 +40,10 @@ from gateway.embeddings import Embedder, get_embedder
 
 DATA_FILES = ("qqp_pairs_dev.jsonl", "paraphrase_pairs.jsonl")
 SEED = 20261121
+# Hard families (``gateway.cache.perturb``) trained on, and their weight per pair. The operator and person
+# families are left to the vetoes (training on them lowered the calibrated threshold and cost QQP precision).
+HARD_TRAIN_FAMILIES = ("direction", "narrow", "widen", "front", "symmetric", "polite")
+HARD_WEIGHT = 0.01
 
 
 def data_dir() -> Path:
@@ -167,6 +173,30 @@ def augment(pairs: Pairs, seed: int = SEED) -> Pairs:
     return Pairs(a, b, np.array(label, dtype=np.int8), ["augmented"] * len(a))
 
 
+def hard_augment(pairs: Pairs, seed: int = SEED, families: Iterable[str] | None = None) -> Pairs:
+    """Hard near-misses and rewordings (``gateway.cache.perturb``) made from ``pairs``' own questions, one
+    per applicable family and question; ``source`` is ``hard:<family>``."""
+    chosen = {k: v for k, v in perturb.FAMILIES.items() if families is None or k in set(families)}
+    rng = random.Random(seed)
+    a, b, label, source = [], [], [], []
+    for q in sorted({q for q in pairs.a + pairs.b if q.strip()}):
+        for variant, y, family in perturb.hard_variants(q.strip(), rng, chosen):
+            a.append(q)
+            b.append(variant)
+            label.append(y)
+            source.append(f"hard:{family}")
+    return Pairs(a, b, np.array(label, dtype=np.int8), source)
+
+
+def veto_mask(pairs: Pairs, featuriser: Featuriser, vetoes: Sequence[str]) -> np.ndarray:
+    """Whether each pair trips one of ``vetoes`` (as ``Verifier.first_stage_many`` checks them)."""
+    if not vetoes:
+        return np.zeros(len(pairs.a), dtype=bool)
+    return np.array(
+        [featuriser.vetoed_many([a], b, vetoes)[0] for a, b in zip(pairs.a, pairs.b, strict=True)]
+    )
+
+
 _PUNCTUATION = re.compile(r"[^\w\s]")
 
 
@@ -247,6 +277,13 @@ class TrainResult:
     second_stage_min_cosine: float | None = None
     second_stage_keep: float = 0.9
     calibration_real_first_stage: dict[str, float] = field(default_factory=dict)
+    hard_weight: float = 0.0
+    hard_families: tuple[str, ...] = ()
+    vetoes: tuple[str, ...] = ()
+    # Rule-made held-out pairs by family: label and share served at the threshold (with the second stage).
+    families: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Real held-out pairs each veto zeroes, and how many of them are true duplicates.
+    veto_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def pick_second_stage(
@@ -303,23 +340,32 @@ def train(
     embedder: Embedder | None = None,
     encoder: object | None = None,
     second_stage_keep: float = 0.9,
+    hard_families: Sequence[str] = HARD_TRAIN_FAMILIES,
+    hard_weight: float = HARD_WEIGHT,
+    vetoes: Sequence[str] = tuple(VETOES),
 ) -> TrainResult:
     """Fit on the train split (plus pairs augmented from its questions), pick the threshold on the
     calibration split, report on the test split, save ``out``.
 
     The threshold is the lowest whose served hits on the calibration split (real pairs plus pairs
     augmented from its questions) are at most ``calibration_wrong_rate`` wrong, stricter than the 1%
-    target so that calibration noise does not push test error over it.
+    target so that calibration noise does not push test error over it. The hard families
+    (``hard_augment``, weight ``hard_weight``) are trained on but kept out of that pool: their mix of
+    near-misses and rewordings is whatever the rules produce, and it would set the threshold alone.
+    Candidates that trip one of ``vetoes`` score 0, in calibration as in serving.
     Pairs below ``min_cosine`` never reach the verifier: the vector search does not return them.
     The second stage's minimum transformer cosine is the highest that keeps ``second_stage_keep`` of
     the first stage's correct hits on the real calibration pairs at that threshold.
     """
     train_p, calib_p, test_p = split(pairs)
-    train_all = concat(train_p, augment(train_p))
+    vetoes = tuple(vetoes)
+    train_all = concat(train_p, augment(train_p), hard_augment(train_p, SEED + 100, hard_families))
     featuriser = Featuriser(*learn_idf([*train_p.a, *train_p.b]), embedder)
     x_tr, c_tr = featurise(train_all, featuriser)
     keep = c_tr >= min_cosine
-    weight = np.where(np.array(train_all.source) == "augmented", augmented_weight, 1.0)
+    source = np.array(train_all.source)
+    weight = np.where(np.char.startswith(source, "hard:"), hard_weight, np.where(source == "augmented",
+                      augmented_weight, 1.0))  # fmt: skip
     model = HistGradientBoostingClassifier(
         max_iter=400, learning_rate=0.05, max_leaf_nodes=31, l2_regularization=1.0,
         monotonic_cst=MONOTONIC, random_state=SEED,
@@ -332,7 +378,7 @@ def train(
 
     def scores(p: Pairs) -> np.ndarray:
         x, c = featurise(p, featuriser)
-        return np.where(c >= min_cosine, forest.predict_proba(x), 0.0)
+        return np.where((c >= min_cosine) & ~veto_mask(p, featuriser, vetoes), forest.predict_proba(x), 0.0)
 
     calib_all = concat(calib_p, augment(calib_p, seed=SEED + 3))
     calib_scores = scores(calib_all)
@@ -351,12 +397,15 @@ def train(
     calib_gated, _ = second_stage(calib_real, calib_scores[real], second_min, encoder, floor=threshold)
     calibration_real_first = calibration_real
     calibration_real = served_stats(calib_gated, calib_real.label, threshold)
-    save_artifact(out, forest, threshold, min_cosine, featuriser, second_min)
+    save_artifact(out, forest, threshold, min_cosine, featuriser, second_min, vetoes)
+    hard_test = hard_augment(test_p, seed=SEED + 107)
     evaluation = {
         "held-out": test_p,
         "held-out, label noise removed": without_label_noise(test_p),
         "held-out augmented": augment(test_p, seed=SEED + 7),
+        "held-out hard (rule-made near-misses and rewordings)": hard_test,
     }
+    families: dict[str, dict[str, float]] = {}
     grid = sorted({*np.round(np.arange(0.5, 1.0, 0.05), 2), 0.97, 0.98, 0.99, round(threshold, 4)})
     test, curves = {}, {}
     for name, p in evaluation.items():
@@ -367,7 +416,22 @@ def train(
         if name == "held-out":
             test["held-out, first stage alone (no MiniLM export)"] = served_stats(first, p.label, threshold)
             curves["held-out, first stage alone (no MiniLM export)"] = curve(first, p.label, grid)
-    _, c_te = featurise(test_p, featuriser)
+        if p is hard_test:
+            fam = np.array(p.source)
+            for f in sorted(set(fam)):
+                m = fam == f
+                families[f.removeprefix("hard:")] = {"label": int(p.label[m][0]), "pairs": int(m.sum()),
+                                                     "served": float(np.mean(s[m] >= threshold))}  # fmt: skip
+    # What each veto costs: the held-out duplicates it zeroes that the trees alone would have served.
+    x_te, c_te = featurise(test_p, featuriser)
+    trees = np.where(c_te >= min_cosine, forest.predict_proba(x_te), 0.0)
+    duplicate = test_p.label == 1
+    veto_counts = {}
+    for v in vetoes:
+        fired = veto_mask(test_p, featuriser, [v])
+        veto_counts[v] = {"pairs": int(fired.sum()), "duplicates": int((fired & duplicate).sum()),
+                          "served duplicates": int((fired & duplicate & (trees >= threshold)).sum()),
+                          "served non-duplicates": int((fired & ~duplicate & (trees >= threshold)).sum())}  # fmt: skip
     curves["held-out, plain cosine"] = curve(c_te, test_p.label, [0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99])
     sizes = {"train": len(train_p.label), "train augmented": len(train_all.label) - len(train_p.label),
              "calibration": len(calib_p.label), "calibration augmented": len(calib_all.label) - len(calib_p.label),
@@ -375,9 +439,12 @@ def train(
     sizes["held-out pairs removed as label noise"] = len(test_p.label) - len(
         evaluation["held-out, label noise removed"].label
     )
+    sizes["train hard"] = int(np.char.startswith(source, "hard:").sum())
+    sizes["held-out hard"] = len(hard_test.label)
     return TrainResult(threshold, min_cosine, sizes, test, curves, augmented_weight, len(featuriser.idf),
                        calibration_real, calibration_real_1pct, second_min, second_stage_keep,
-                       calibration_real_first)  # fmt: skip
+                       calibration_real_first, hard_weight, tuple(hard_families), vetoes, families,
+                       veto_counts)  # fmt: skip
 
 
 def verifier_scores(pairs: Pairs, verifier: Verifier, embedder: Embedder | None = None) -> np.ndarray:
