@@ -209,7 +209,7 @@ class ResponseCache:
         threshold = result.scope.settings.semantic_threshold
         threshold = verifier.default_threshold if threshold is None else threshold
         texts = [n.text for n in neighbours]
-        scores = verifier.first_stage_many(texts, result.text, [n.cosine for n in neighbours])
+        scores = verifier.first_stage_many(texts, result.text, [n.cosine for n in neighbours], threshold)
         if verifier.asks_second_stage(scores, threshold):  # a would-be hit: the transformer checks it
             scores = await asyncio.to_thread(verifier.second_stage, texts, result.text, scores, threshold)
         scored = sorted(zip(scores.tolist(), neighbours, strict=True), key=lambda item: -item[0])

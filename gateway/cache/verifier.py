@@ -117,6 +117,12 @@ MONOTONIC = [
 ]  # fmt: skip
 # A content word counts as matched when the other text has a word at least this similar.
 MATCHED_SIMILARITY = 0.8
+# The features that need word vectors, the costly part of a row (in the order ``_row`` gives them):
+# the serving path computes them last, and only for candidates whose score could still reach the serving
+# threshold whatever their values (``Forest.upper_bound``).
+VECTOR_FEATURES = ("diff_cosine", "align_min", "align_max", "worst_match", "unmatched_idf_max")
+_VECTOR_COLUMNS = [FEATURE_NAMES.index(name) for name in VECTOR_FEATURES]
+_NO_VECTORS = (0.0, 0.0, 0.0, 0.0, 0.0)
 # Texts whose analysis is remembered (candidates recur across lookups): ~7 KB each for a 100-character
 # question, so ~60 MB at most. Word vectors are not copied per text: they stay in the embedder's word cache.
 TEXT_CACHE_SIZE = 8192
@@ -301,14 +307,35 @@ class Featuriser:
 
     def many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
         """Feature rows for each cached text against ``new``."""
+        cands, tb = self.texts(cached, new)
+        rows = self.rows_without_vectors(cands, tb, cosines)
+        self.fill_vector_features(rows, cands, tb)
+        return rows
+
+    def texts(self, cached: Sequence[str], new: str) -> tuple[list[_Text], _Text]:
+        """The analyses of the ``cached`` texts and of ``new``."""
         texts = self.analyse([new, *cached])
-        tb = texts[new]
-        cands = [texts[a] for a in cached]
-        vectors = self._vector_features(cands, tb)
-        rows = [self._row(ta, tb, c, v) for ta, c, v in zip(cands, cosines, vectors, strict=True)]
-        if not rows:
-            return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-        return np.array(rows, dtype=np.float32)
+        return [texts[a] for a in cached], texts[new]
+
+    def rows_without_vectors(self, cands: Sequence[_Text], tb: _Text, cosines: Sequence[float]) -> np.ndarray:
+        """Feature rows with the ``VECTOR_FEATURES`` columns left at 0 (``fill_vector_features``)."""
+        rows = [self._row(ta, tb, c, _NO_VECTORS) for ta, c in zip(cands, cosines, strict=True)]
+        return np.array(rows, dtype=np.float32).reshape(len(rows), len(FEATURE_NAMES))
+
+    def fill_vector_features(self, rows: np.ndarray, cands: Sequence[_Text], tb: _Text) -> None:
+        """Write the ``VECTOR_FEATURES`` of each candidate against ``tb`` into its row.
+
+        One candidate at a time, as in training: a matrix product over several candidates' words rounds
+        differently with other batch mates (1.0 against 0.99999994), the trees split that close to 1, and a
+        pair's score must not depend on which other candidates its lookup found.
+        """
+        if not len(cands):
+            return
+        vectors = [self._vector_features([ta], tb)[0] for ta in cands]
+        diff, align_a, align_b, worst, unmatched = np.array(vectors, dtype=np.float64).T
+        rows[:, _VECTOR_COLUMNS] = np.column_stack(
+            [diff, np.minimum(align_a, align_b), np.maximum(align_a, align_b), worst, unmatched]
+        )
 
     def vetoed_many(self, cached: Sequence[str], new: str, names: Sequence[str]) -> np.ndarray:
         """For each cached text, whether it and ``new`` trip any of the vetoes ``names``."""
@@ -540,18 +567,30 @@ class Verifier:
     def _second_stage_bar(self, threshold: float | None) -> float:
         return self.second_stage_floor if threshold is None else max(self.second_stage_floor, threshold)
 
-    def first_stage_many(self, cached: Sequence[str], new: str, cosines: Sequence[float]) -> np.ndarray:
-        """The trees' scores alone, in one model evaluation; candidates that trip one of the artifact's
-        vetoes (``VETOES``: a swapped direction, a changed operator, ...) score 0."""
-        eligible = [i for i, c in enumerate(cosines) if c >= self.min_cosine]
+    def first_stage_many(
+        self, cached: Sequence[str], new: str, cosines: Sequence[float], threshold: float | None = None
+    ) -> np.ndarray:
+        """The trees' scores alone, in one model evaluation. Candidates under ``min_cosine``, and those that
+        trip one of the artifact's vetoes (``VETOES``: a swapped direction, a changed operator, ...), score 0.
+
+        With a serving ``threshold``, a candidate whose score cannot reach it, whatever its
+        ``VECTOR_FEATURES`` turn out to be, scores 0 without computing them: the same decisions at that
+        threshold, and most near misses never pay for word vectors.
+        """
         scores = np.zeros(len(cached))
-        if not eligible:
+        eligible = np.flatnonzero(np.asarray(cosines, dtype=np.float64) >= self.min_cosine)
+        if len(eligible) and self.vetoes:
+            eligible = eligible[~self.featuriser.vetoed_many([cached[i] for i in eligible], new, self.vetoes)]
+        if not len(eligible):
             return scores
-        texts = cached if len(eligible) == len(cached) else [cached[i] for i in eligible]
-        x = self.featuriser.many(texts, new, [cosines[i] for i in eligible])
-        scores[eligible] = np.where(
-            self.featuriser.vetoed_many(texts, new, self.vetoes), 0.0, self.forest.predict_proba(x)
-        )
+        cands, tb = self.featuriser.texts([cached[i] for i in eligible], new)
+        rows = self.featuriser.rows_without_vectors(cands, tb, [cosines[i] for i in eligible])
+        if threshold is not None:
+            reachable = np.flatnonzero(self.forest.upper_bound(rows, _VECTOR_COLUMNS) >= threshold)
+            eligible, rows, cands = eligible[reachable], rows[reachable], [cands[i] for i in reachable]
+        self.featuriser.fill_vector_features(rows, cands, tb)
+        if len(eligible):
+            scores[eligible] = self.forest.predict_proba(rows)
         return scores
 
     def score(self, cached: str, new: str, cosine: float) -> float:

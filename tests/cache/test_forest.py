@@ -39,3 +39,12 @@ def test_a_feature_the_trees_are_not_monotone_in_cannot_be_bounded() -> None:
     forest = _fitted([1, -1, 0])
     with pytest.raises(ValueError, match="not monotone in feature 2"):
         forest.upper_bound(np.zeros((1, 3)), unknown=[2])
+
+
+def test_the_shipped_verifier_can_bound_its_vector_features() -> None:
+    from gateway.cache.verifier import FEATURE_NAMES, VECTOR_FEATURES, Verifier
+
+    verifier = Verifier(encoder=None)
+    unknown = [FEATURE_NAMES.index(name) for name in VECTOR_FEATURES]
+    rows = np.random.default_rng(2).uniform(0, 1, size=(200, len(FEATURE_NAMES)))
+    assert np.all(verifier.forest.upper_bound(rows, unknown) >= verifier.forest.predict_proba(rows) - 1e-12)
