@@ -58,21 +58,22 @@ from tests.support.redis8 import Redis8Server
 LITELLM_VENV = Path(os.environ.get("TIERGATE_LITELLM_VENV", Path.home() / ".cache/tiergate/litellm-proxy"))
 LITELLM_SPEC = "litellm[proxy]==1.103.7"
 
-# Every request a new question: random words, so neither the exact nor the semantic layer can hit.
+# Every request a new question: 12 random words of 40 (40^12 prompts), so neither the exact nor the semantic
+# layer can hit. Every neighbour the search finds goes to the verifier's trees: no number in the prompt (a
+# request counter trips the numbers veto on every neighbour) and no directed connector ("X relates to Y"
+# trips the swapped-direction veto on half of them), which would skip the work this worst case must pay.
 DISTINCT_PROMPTS_LUA = """
 local words = {{"river","ledger","quantum","violin","harbor","tariff","enzyme","glacier","sonnet","pixel",
   "mortgage","falcon","cipher","orchard","voltage","saffron","tundra","lattice","pigment","comet",
   "statute","walnut","reactor","mosaic","canyon","protein","ballot","turbine","lantern","parsec",
   "granite","sparrow","invoice","nebula","compiler","tapestry","monsoon","alloy","fresco","kernel"}}
 math.randomseed({seed})
-counter = 0
 request = function()
-  counter = counter + 1
   local q = {{}}
   for i = 1, 12 do q[i] = words[math.random(#words)] end
   local body = string.format(
-    '{{"model":"{model}","messages":[{{"role":"user","content":"Explain how %s relates to %s (%d)."}}],'
-    .. '"max_tokens":16,"stream":{stream}}}', table.concat(q, " ", 1, 6), table.concat(q, " ", 7, 12), counter)
+    '{{"model":"{model}","messages":[{{"role":"user","content":"Explain the relation between %s and %s."}}],'
+    .. '"max_tokens":16,"stream":{stream}}}', table.concat(q, " ", 1, 6), table.concat(q, " ", 7, 12))
   return wrk.format("POST", nil, {{["Content-Type"]="application/json",["Authorization"]="Bearer {key}"}}, body)
 end
 """
