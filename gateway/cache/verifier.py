@@ -339,11 +339,13 @@ class Featuriser:
 
     def vetoed_many(self, cached: Sequence[str], new: str, names: Sequence[str]) -> np.ndarray:
         """For each cached text, whether it and ``new`` trip any of the vetoes ``names``."""
-        if not names:
-            return np.zeros(len(cached), dtype=bool)
-        texts = self.analyse([new, *cached])
-        pb = texts[new].parsed
-        return np.array([any(VETOES[n](texts[a].parsed, pb) for n in names) for a in cached], dtype=bool)
+        return self.vetoed(*self.texts(cached, new), names)
+
+    @staticmethod
+    def vetoed(cands: Sequence[_Text], tb: _Text, names: Sequence[str]) -> np.ndarray:
+        """``vetoed_many`` on texts already analysed."""
+        pb = tb.parsed
+        return np.array([any(VETOES[n](ta.parsed, pb) for n in names) for ta in cands], dtype=bool)
 
     def _vector_features(self, cands: Sequence[_Text], tb: _Text) -> list[tuple[float, ...]]:
         """(diff_cosine, align_a, align_b, worst, unmatched_max) for every candidate against ``tb``,
@@ -579,11 +581,12 @@ class Verifier:
         """
         scores = np.zeros(len(cached))
         eligible = np.flatnonzero(np.asarray(cosines, dtype=np.float64) >= self.min_cosine)
-        if len(eligible) and self.vetoes:
-            eligible = eligible[~self.featuriser.vetoed_many([cached[i] for i in eligible], new, self.vetoes)]
         if not len(eligible):
             return scores
         cands, tb = self.featuriser.texts([cached[i] for i in eligible], new)
+        if self.vetoes:
+            allowed = np.flatnonzero(~self.featuriser.vetoed(cands, tb, self.vetoes))
+            eligible, cands = eligible[allowed], [cands[i] for i in allowed]
         rows = self.featuriser.rows_without_vectors(cands, tb, [cosines[i] for i in eligible])
         if threshold is not None:
             reachable = np.flatnonzero(self.forest.upper_bound(rows, _VECTOR_COLUMNS) >= threshold)
