@@ -107,14 +107,10 @@ class Questions:
     one stopped (``used``), so the gateway is never asked a question twice."""
 
     def __init__(self, workdir: Path) -> None:
-        from gateway.cache.verifier_training import DATA_FILES, data_dir
+        from gateway.cache.verifier_training import DATA_FILES, data_dir, load_pairs
 
-        texts: set[str] = set()
-        for name in DATA_FILES:
-            for line in (data_dir() / "cache" / name).read_text().splitlines():
-                pair = json.loads(line)
-                texts.update(t.strip() for t in (pair["a"], pair["b"]) if t.strip())
-        ordered = sorted(texts)
+        pairs = load_pairs([data_dir() / "cache" / name for name in DATA_FILES])
+        ordered = sorted({t.strip() for t in pairs.a + pairs.b if t.strip()})
         random.Random(20261122).shuffle(ordered)
         self.count, self.cursor = len(ordered), 0
         self.path = workdir / "questions.txt"
